@@ -1,0 +1,1 @@
+"""Offline conversion of raw sources and rendered phantoms into TFDS datasets."""

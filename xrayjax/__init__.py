@@ -1,0 +1,1 @@
+"""xrayjax: synthetic-data bone X-ray deep learning in JAX."""
