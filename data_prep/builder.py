@@ -81,6 +81,9 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A builder whose name, features and generators are given at construction."""
 
     VERSION = tfds.core.Version(VERSION)
+    # Nothing is downloaded; without this tfds looks for a checksums file beside the module,
+    # which fails for editable installs run from outside the source tree.
+    url_infos = None
 
     def __init__(self, *, name, features, generators, recorders, description, source, **kwargs):
         self.name = name  # read by the base constructor

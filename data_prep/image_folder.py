@@ -92,13 +92,16 @@ def main(argv: list[str] | None = None) -> None:
                 except images.UnreadableImage as err:
                     recorder.skip(path, f"mask {mask_path.name}: {err}")
                     continue
-            yield str(path.relative_to(source)), {
-                "image": images.encode_png(image),
-                "label": label,
-                "mask": images.encode_png(mask),
-                "has_mask": mask_path is not None,
-                "file_name": str(path.relative_to(source)),
-            }
+            yield (
+                str(path.relative_to(source)),
+                {
+                    "image": images.encode_png(image),
+                    "label": label,
+                    "mask": images.encode_png(mask),
+                    "has_mask": mask_path is not None,
+                    "file_name": str(path.relative_to(source)),
+                },
+            )
 
     features = {
         "image": builder.image_feature(size),

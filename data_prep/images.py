@@ -41,7 +41,7 @@ def _is_truncated(data: bytes, fmt: str) -> bool:
 
 
 def to_gray_uint8(image: np.ndarray) -> np.ndarray:
-    """Convert a decoded 8- or 16-bit gray, RGB or RGBA array (OpenCV channel order) to uint8 gray."""
+    """Convert a decoded 8- or 16-bit gray, RGB or RGBA array (OpenCV order) to uint8 gray."""
     if image.ndim == 3:
         channels = image.shape[2]
         if channels == 1:

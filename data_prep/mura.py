@@ -21,7 +21,15 @@ import tensorflow_datasets as tfds
 
 from data_prep import builder, images
 
-BODY_PARTS = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
+BODY_PARTS = (
+    "XR_ELBOW",
+    "XR_FINGER",
+    "XR_FOREARM",
+    "XR_HAND",
+    "XR_HUMERUS",
+    "XR_SHOULDER",
+    "XR_WRIST",
+)
 SPLITS = ("train", "valid")
 _PATH = re.compile(r"^[^/]+/(train|valid)/(XR_[A-Z]+)/(patient\d+)/(study\d+)_(positive|negative)/")
 
@@ -82,7 +90,7 @@ def _split_generator(source, split, body_part, size, fit, skip_missing):
                 )
 
     def generate(recorder: builder.SplitRecorder):
-        for line_no, rel in builder.progress(wanted, split):
+        for _line_no, rel in builder.progress(wanted, split):
             recorder.seen += 1
             path = source / _relative(rel)
             _, _, patient, study, folder_label = _PATH.match(rel).groups()
@@ -102,13 +110,16 @@ def _split_generator(source, split, body_part, size, fit, skip_missing):
             except images.UnreadableImage as err:
                 recorder.skip(path, str(err))
                 continue
-            yield rel, {
-                "image": images.encode_png(image),
-                "label": label,
-                "patient_id": patient,
-                "study_id": f"{patient}/{study}",
-                "image_path": _relative(rel),
-            }
+            yield (
+                rel,
+                {
+                    "image": images.encode_png(image),
+                    "label": label,
+                    "patient_id": patient,
+                    "study_id": f"{patient}/{study}",
+                    "image_path": _relative(rel),
+                },
+            )
 
     return generate
 
@@ -120,7 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--body-part", default="XR_FOREARM", help=f"one of {', '.join(BODY_PARTS)}")
     parser.add_argument("--name", default="mura", help="dataset name to write")
     parser.add_argument("--fit", default="stretch", choices=images.FIT_MODES)
-    parser.add_argument("--skip-missing", action="store_true", help="skip CSV rows whose file is missing")
+    parser.add_argument(
+        "--skip-missing", action="store_true", help="skip CSV rows whose file is missing"
+    )
     builder.add_common_args(parser)
     args = parser.parse_args(argv)
     if args.body_part not in BODY_PARTS:

@@ -95,12 +95,15 @@ def _split_generator(source, split, size, fit, skip_missing):
             except images.UnreadableImage as err:
                 recorder.skip(path, str(err))
                 continue
-            yield record_id, {
-                "image": images.encode_png(image),
-                "boneage_months": np.float32(age),
-                "male": male,
-                "id": record_id,
-            }
+            yield (
+                record_id,
+                {
+                    "image": images.encode_png(image),
+                    "boneage_months": np.float32(age),
+                    "male": male,
+                    "id": record_id,
+                },
+            )
 
     return generate
 
@@ -111,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=pathlib.Path, required=True)
     parser.add_argument("--name", default="rsna_boneage", help="dataset name to write")
     parser.add_argument("--fit", default="stretch", choices=images.FIT_MODES)
-    parser.add_argument("--skip-missing", action="store_true", help="skip rows whose file is missing")
+    parser.add_argument(
+        "--skip-missing", action="store_true", help="skip rows whose file is missing"
+    )
     builder.add_common_args(parser)
     args = parser.parse_args(argv)
     source = args.source.expanduser()

@@ -81,8 +81,12 @@ def _make_mura(root: pathlib.Path) -> pathlib.Path:
 def test_mura_counts_labels_ids_and_skips(tmp_path):
     src = _make_mura(tmp_path)
     data = tmp_path / "tfds"
-    assert builder.run_cli(mura.main, ["--source", str(src), "--data-dir", str(data),
-                                       "--image-size", str(SIZE)]) == 0
+    assert (
+        builder.run_cli(
+            mura.main, ["--source", str(src), "--data-dir", str(data), "--image-size", str(SIZE)]
+        )
+        == 0
+    )
     train = _read(data, "mura", "train")
     assert len(train) == 3  # forearm only; the hand and two bad files are left out
     by_path = {r["image_path"].decode(): r for r in train}
@@ -113,10 +117,14 @@ def test_mura_gray_conversion_of_rgb(tmp_path):
     data = tmp_path / "tfds"
     mura.main(["--source", str(src), "--data-dir", str(data), "--image-size", "64"])
     rgb = cv2.imread(str(src / "train/XR_FOREARM/patient00001/study1_positive/image1.png"))
-    expected = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_BGR2GRAY), (64, 64),
-                          interpolation=cv2.INTER_CUBIC)
-    record = [r for r in _read(data, "mura", "train") if r["image_path"].endswith(b"image1.png")
-              and r["label"] == 1][0]
+    expected = cv2.resize(
+        cv2.cvtColor(rgb, cv2.COLOR_BGR2GRAY), (64, 64), interpolation=cv2.INTER_CUBIC
+    )
+    record = [
+        r
+        for r in _read(data, "mura", "train")
+        if r["image_path"].endswith(b"image1.png") and r["label"] == 1
+    ][0]
     np.testing.assert_array_equal(record["image"][:, :, 0], expected)
 
 
@@ -143,11 +151,17 @@ def test_mura_errors(tmp_path, capsys):
     assert builder.run_cli(mura.main, ["--source", str(src), "--data-dir", str(data)]) == 2
     assert "valid_image_paths.csv:1" in capsys.readouterr().err
 
-    assert builder.run_cli(mura.main, ["--source", str(tmp_path / "nope"),
-                                       "--data-dir", str(data)]) == 2
+    assert (
+        builder.run_cli(mura.main, ["--source", str(tmp_path / "nope"), "--data-dir", str(data)])
+        == 2
+    )
     assert "nope is not a folder" in capsys.readouterr().err
-    assert builder.run_cli(mura.main, ["--source", str(src), "--data-dir", str(data),
-                                       "--body-part", "XR_KNEE"]) == 2
+    assert (
+        builder.run_cli(
+            mura.main, ["--source", str(src), "--data-dir", str(data), "--body-part", "XR_KNEE"]
+        )
+        == 2
+    )
     assert "XR_FOREARM" in capsys.readouterr().err
 
 
@@ -216,12 +230,26 @@ def _make_folder(root: pathlib.Path) -> pathlib.Path:
 def test_image_folder_classes_and_masks(tmp_path):
     src = _make_folder(tmp_path)
     data = tmp_path / "tfds"
-    image_folder.main(["--source", str(src), "--name", "renders", "--data-dir", str(data),
-                       "--image-size", str(SIZE)])
+    image_folder.main(
+        [
+            "--source",
+            str(src),
+            "--name",
+            "renders",
+            "--data-dir",
+            str(data),
+            "--image-size",
+            str(SIZE),
+        ]
+    )
     records = {r["file_name"].decode(): r for r in _read(data, "renders", "train")}
     assert sorted(records) == [
-        "abnormal/a0.png", "abnormal/a1.png", "abnormal/a2.png",
-        "normal/n0.png", "normal/n1.png", "normal/n2.png",
+        "abnormal/a0.png",
+        "abnormal/a1.png",
+        "abnormal/a2.png",
+        "normal/n0.png",
+        "normal/n1.png",
+        "normal/n2.png",
     ]
     assert [records[k]["label"] for k in sorted(records)] == [1, 1, 1, 0, 0, 0]
     assert {k for k, r in records.items() if r["has_mask"]} == {"normal/n0.png", "abnormal/a1.png"}
@@ -250,20 +278,23 @@ def test_image_folder_without_classes_and_errors(tmp_path, capsys):
     _png(src / "y.png", np.zeros((10, 10), np.uint8))
     image_folder.main(["--source", str(src), "--name", "flat", "--data-dir", str(data)])
     assert len(_read(data, "flat", "train")) == 1
-    image_folder.main(["--source", str(src), "--name", "flat", "--data-dir", str(data),
-                       "--overwrite"])
+    image_folder.main(
+        ["--source", str(src), "--name", "flat", "--data-dir", str(data), "--overwrite"]
+    )
     assert len(_read(data, "flat", "train")) == 2
 
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.png").write_text("text")
-    code = builder.run_cli(image_folder.main, ["--source", str(junk), "--name", "junk",
-                                               "--data-dir", str(data)])
+    code = builder.run_cli(
+        image_folder.main, ["--source", str(junk), "--name", "junk", "--data-dir", str(data)]
+    )
     assert code == 2 and "no usable images" in capsys.readouterr().err
     assert not builder.dataset_exists(data, "junk")
     assert not [p for p in data.iterdir() if p.name.startswith(".incomplete")]
-    code = builder.run_cli(image_folder.main, ["--source", str(src), "--name", "Bad-Name",
-                                               "--data-dir", str(data)])
+    code = builder.run_cli(
+        image_folder.main, ["--source", str(src), "--name", "Bad-Name", "--data-dir", str(data)]
+    )
     assert code == 2 and "Bad-Name" in capsys.readouterr().err
 
 
@@ -279,8 +310,9 @@ def test_failed_build_leaves_no_dataset(tmp_path):
 
     features = {"image": builder.image_feature(8), "label": np.int64}
     with pytest.raises(RuntimeError, match="disk on fire"):
-        builder.build_dataset("broken", features, {"train": generate}, data,
-                              source="test", description="")
+        builder.build_dataset(
+            "broken", features, {"train": generate}, data, source="test", description=""
+        )
     assert not builder.dataset_exists(data, "broken")
     assert [p.name for p in data.iterdir()] == []
 

@@ -1,0 +1,1 @@
+"""Input pipelines: TFDS record tables, per-record transforms, grain pipelines."""
