@@ -1,0 +1,109 @@
+"""Data parallelism over every device of every process: one 'data' mesh axis.
+
+Parameters and optimizer state are replicated; batches are sharded along their first axis. The
+compiler inserts the gradient all-reduce (the modern form of pmap). Multi-process runs start
+with `initialize_distributed()`, before anything touches a device.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
+    """Join a multi-process run when one is configured; a single process does nothing.
+
+    With no arguments, jax auto-detects SLURM and TPU VMs. Explicit values (or the variables
+    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) serve other launchers and tests.
+    """
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    auto = any(
+        v in os.environ
+        for v in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+    )
+    if coordinator is None and not auto:
+        return
+    if (
+        coordinator is None
+        and "SLURM_JOB_ID" in os.environ
+        and int(os.environ.get("SLURM_NTASKS", "1")) == 1
+    ):
+        return  # one task: nothing to coordinate
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over the given devices (default: all of all processes), ordered by process."""
+    devices = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))
+    kwargs = {}
+    if hasattr(jax.sharding, "AxisType"):
+        # jax ≥ 0.12 defaults to Explicit axes, under which some gradients (e.g. optax's integer
+        # cross-entropy) fail; plain data parallelism wants Auto.
+        kwargs["axis_types"] = (jax.sharding.AxisType.Auto,)
+    return Mesh(np.asarray(devices), (DATA_AXIS,), **kwargs)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding for parameters, optimizer state and scalars: a full copy on every device."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding for batches: split along the first axis over every device."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_global_batch(global_batch: int, mesh: Mesh) -> None:
+    """Fail early, with the fix, when the global batch does not divide over the devices."""
+    devices = mesh.devices.size
+    if global_batch % devices:
+        raise ValueError(
+            f"global batch {global_batch} does not divide by the {devices} devices "
+            f"({jax.process_count()} process(es)); set config.global_batch to a multiple of "
+            f"{devices}"
+        )
+
+
+def jit_step(step_fn, mesh: Mesh, state):
+    """Compile `step_fn(state, batch) → (state, metrics)` for data parallelism on `mesh`.
+
+    The state is replicated and donated (updated in place); the batch is sharded on its first
+    axis; metrics come back replicated.
+    """
+    state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_sharding, batch_sharding(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def global_batch_array(mesh: Mesh, local_batch):
+    """Assemble each process's rows (a pytree of numpy arrays) into global sharded arrays."""
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+    )
+
+
+def replicate(mesh: Mesh, tree):
+    """Place a host pytree (same on every process) on every device."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def fetch(tree):
+    """Bring (replicated or fully addressable) arrays to host numpy, on every process."""
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)

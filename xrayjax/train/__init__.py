@@ -1,0 +1,1 @@
+"""Train states and pure, jitted training steps."""
