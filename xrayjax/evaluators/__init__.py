@@ -1,0 +1,1 @@
+"""Evaluators: metrics, figures and reports computed from predictions and data."""
