@@ -66,9 +66,12 @@ class GanEngine:
     def init(self, rng: jax.Array, image_shape: tuple[int, int, int]) -> GanState:
         """Fresh parameters (a key each), optimizer states and empty pools."""
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        # Initialisers draw millions of numbers; the 'rbg' generator compiles ~4x faster for
+        # that on CPU than threefry. The training randomness (state.rng) stays threefry.
+        init_root = jax.random.wrap_key_data(jnp.tile(rng, 2), impl="rbg")
         gen_params, disc_params = {}, {}
         for k, name in enumerate(self.pairs):
-            g_key, d_key = jax.random.split(jax.random.fold_in(rng, k))
+            g_key, d_key = jax.random.split(jax.random.fold_in(init_root, k))
             gen_params[name] = self.generator.init(g_key, dummy, train=False)["params"]
             disc_params[name] = self.discriminator.init(d_key, dummy)["params"]
         return GanState(

@@ -37,12 +37,14 @@ def query_pool(pool: PoolState, images: jax.Array, keys: jax.Array) -> tuple[Poo
     if size == 0:
         return pool, images
 
+    # Draw every example's randomness up front: random ops inside the scan body compile slowly.
+    split = jax.vmap(jax.random.split)(keys)
+    swaps = jax.vmap(jax.random.uniform)(split[:, 0]) < 0.5
+    stored_indices = jax.vmap(lambda k: jax.random.randint(k, (), 0, size))(split[:, 1])
+
     def one(carry: PoolState, inputs):
-        image, key = inputs
-        swap_key, index_key = jax.random.split(key)
+        image, swap, stored_index = inputs
         filling = carry.count < size
-        swap = jax.random.uniform(swap_key) < 0.5
-        stored_index = jax.random.randint(index_key, (), 0, size)
         write_index = jnp.where(filling, carry.count, stored_index)
         write = filling | swap
         stored = carry.images[stored_index]
@@ -53,5 +55,5 @@ def query_pool(pool: PoolState, images: jax.Array, keys: jax.Array) -> tuple[Poo
         count = jnp.minimum(carry.count + 1, size)
         return PoolState(new_images, count), out
 
-    pool, outputs = jax.lax.scan(one, pool, (images, keys))
+    pool, outputs = jax.lax.scan(one, pool, (images, swaps, stored_indices))
     return pool, outputs

@@ -1,0 +1,131 @@
+"""Blocks shared by the experiment configs. Configs import only ml_collections and this file."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """'cls=abnormal,data=phantom,runlocal' → fields over `defaults` (a bare word sets True)."""
+    values = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in values:
+            raise ValueError(f"unknown config variant {key!r}; known: {', '.join(sorted(values))}")
+        if not value:
+            values[key] = True
+        elif isinstance(values[key], bool):
+            values[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(values[key], int):
+            values[key] = int(value)
+        else:
+            values[key] = value
+    return ml_collections.ConfigDict(values)
+
+
+def domain(
+    dataset: str,
+    split: str = "train",
+    *,
+    image_key: str = "image",
+    clahe: bool = False,
+    labels: tuple[int, ...] = (),
+) -> ml_collections.ConfigDict:
+    """One image domain: which dataset split, which image feature, CLAHE, which labels."""
+    return ml_collections.ConfigDict(
+        {
+            "dataset": dataset,
+            "split": split,
+            "image_key": image_key,  # 'mask' reads a dataset's bone masks as images
+            "clahe": clahe,  # thesis 3.2.1: CLAHE on natural images
+            "labels": labels,  # () keeps every label
+        }
+    )
+
+
+def choose(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Check a variant value against its allowed list."""
+    if value not in allowed:
+        raise ValueError(f"config variant {name}={value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def run_fields(config: ml_collections.ConfigDict) -> None:
+    """Fields every trainer reads: seeds, data location, logging and checkpoint cadence."""
+    config.seed = 0
+    config.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
+    config.workers = 2  # grain worker processes per host
+    config.log_every = 50
+    config.checkpoint_every = 1000
+    config.keep_checkpoints = 3
+    config.dtype = "float32"  # compute dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
+
+
+def gan_config() -> ml_collections.ConfigDict:
+    """The CycleGAN defaults of thesis 3.2.2.1 (two domains); experiments fill in the domains."""
+    config = ml_collections.ConfigDict()
+    config.trainer = "gan"
+    run_fields(config)
+    config.domains = ml_collections.ConfigDict()
+    config.image_size = 256  # thesis 3.2.1: every image 256×256
+    config.load_size = 286  # reference CycleGAN: resize to 286, random crop 256
+    config.global_batch = 1  # thesis and reference: batch size 1
+    config.num_epochs = 30  # thesis 4.1: 30 epochs (longer degraded quality)
+    config.steps_per_epoch = 0  # 0: the largest domain's size / global batch
+    config.total_steps = 0  # 0: num_epochs × steps_per_epoch
+    config.model = ml_collections.ConfigDict(
+        {
+            "features": 64,  # ResNet generator, 9 blocks (sec. 3.2.2.1)
+            "num_blocks": 9,
+            "dropout_rate": 0.2,  # thesis: dropout 0.2 in the residual blocks
+            "upsample": "auto",  # exact fast form chosen per backend
+            "disc_features": 64,  # 70×70 PatchGAN
+            "disc_layers": 3,  # 3 → 70×70 receptive field; 4 → the thesis's "6 conv layers"
+        }
+    )
+    config.loss = ml_collections.ConfigDict({"cycle_weight": 10.0, "identity_weight": 5.0})  # λ, γ
+    config.pool_size = 50  # reference CycleGAN image history; 0 turns it off
+    config.disc_every = 1  # generator updates per discriminator update
+    config.optim = ml_collections.ConfigDict(
+        {
+            "gen": {"lr": 2e-4, "b1": 0.5, "b2": 0.999},  # Adam (sec. 3.2.2.1)
+            "disc": {"lr": 2e-4, "b1": 0.5, "b2": 0.999},
+            "constant_epochs": 10,  # then linear decay to 0 at the last step
+        }
+    )
+    config.sample_every = 1000  # PNG grids: input | translated | reconstructed
+    config.num_samples = 4
+    return config
+
+
+def shrink_gan_for_cpu(config: ml_collections.ConfigDict) -> None:
+    """The runlocal variant: tiny networks, 64×64 images, a dozen steps, frequent checkpoints."""
+    config.image_size = 64
+    config.load_size = 72
+    config.global_batch = 4  # divides 1, 2 or 4 devices
+    config.total_steps = 12
+    config.model.features = 8
+    config.model.num_blocks = 2
+    config.model.disc_features = 8
+    config.pool_size = 4
+    config.optim.constant_epochs = 0
+    config.workers = 0
+    config.log_every = 2
+    config.checkpoint_every = 4
+    config.sample_every = 6
+    config.num_samples = 2
+
+
+def multicyclegan_config(natural: str, synthetic: str) -> ml_collections.ConfigDict:
+    """Three domains (sec. 3.2.4): natural X-rays A, synthetic X-rays B, their bone masks C."""
+    config = gan_config()
+    config.domains.A = domain(natural, "train", clahe=True)
+    config.domains.B = domain(synthetic, "train")
+    config.domains.C = domain(synthetic, "train", image_key="mask")
+    config.loss.cycle_weight = 5.0  # λ (sec. 3.2.4)
+    config.loss.identity_weight = 1.0  # γ
+    config.disc_every = 3  # generators updated 3 times per discriminator update
+    config.optim.gen = {"lr": 2e-4, "b1": 0.5, "b2": 0.9}  # separate optimisers (sec. 3.2.4)
+    config.optim.disc = {"lr": 5e-5, "b1": 0.5, "b2": 0.9}
+    return config

@@ -1,0 +1,315 @@
+"""CycleGAN generator and discriminator: sizes, parameter counts, and the fast layer forms."""
+
+import functools
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xrayjax.models import PatchDiscriminator, ResnetGenerator
+from xrayjax.models.layers import (
+    ConvTranspose2x,
+    ReflectConv,
+    conv_transpose_2x,
+    instance_norm,
+    reflect_conv,
+)
+
+TINY = dict(features=8, num_blocks=2)
+
+
+def _key(seed: int) -> jax.Array:
+    # XLA's RngBitGenerator compiles ~7x faster on CPU than the default threefry, which would
+    # dominate these tests' time; the models do not depend on the key's implementation.
+    return jax.random.key(seed, impl="rbg")
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+def _init_shapes(model, shape, **kwargs):
+    return jax.eval_shape(lambda: model.init(_key(0), jnp.zeros(shape), **kwargs))
+
+
+def _random(shape, seed=0, scale=1.0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32) * scale)
+
+
+def _torch_conv_transpose(x, weight):
+    """PyTorch ConvTranspose2d(k=3, s=2, padding=1, output_padding=1), no bias, in numpy.
+
+    x: (N, H, W, Cin); weight: (Cin, Cout, 3, 3) as PyTorch stores it. Input pixel i reaches
+    output 2i - padding + k; output_padding adds the last row/column.
+    """
+    x, weight = np.asarray(x, np.float64), np.asarray(weight, np.float64)
+    n, h, w, _ = x.shape
+    full = np.zeros((n, 2 * h + 1, 2 * w + 1, weight.shape[1]))
+    for kh in range(3):
+        for kw in range(3):
+            full[:, kh : kh + 2 * h : 2, kw : kw + 2 * w : 2] += x @ weight[:, :, kh, kw]
+    return full[:, 1 : 2 * h + 1, 1 : 2 * w + 1]
+
+
+# ---- the thesis models at full size (shapes only, no compute) -----------------------------------
+
+
+def test_default_parameter_counts():
+    gen = _init_shapes(ResnetGenerator(), (1, 256, 256, 1), train=False)
+    disc = _init_shapes(PatchDiscriminator(), (1, 256, 256, 1))
+    assert set(gen) == {"params"} and set(disc) == {"params"}  # no batch stats, no norm params
+    assert _count(gen) == 11_365_633
+    assert _count(disc) == 2_762_689
+
+
+def test_default_output_shapes():
+    x = jax.ShapeDtypeStruct((2, 256, 256, 1), jnp.float32)
+    gen, disc = ResnetGenerator(), PatchDiscriminator()
+    gen_vars = _init_shapes(gen, x.shape, train=False)
+    disc_vars = _init_shapes(disc, x.shape)
+    y = jax.eval_shape(lambda v, x: gen.apply(v, x, train=False), gen_vars, x)
+    assert (y.shape, y.dtype) == ((2, 256, 256, 1), jnp.float32)
+    scores = jax.eval_shape(disc.apply, disc_vars, x)
+    assert (scores.shape, scores.dtype) == ((2, 30, 30, 1), jnp.float32)
+
+
+def test_only_conv_kernels_and_biases_no_norm_params():
+    variables = _init_shapes(ResnetGenerator(), (1, 256, 256, 1), train=False)
+    paths = [tuple(k.key for k in path) for path, _ in jax.tree.flatten_with_path(variables)[0]]
+    assert {p[-1] for p in paths} == {"kernel", "bias"}
+    assert len(paths) == 2 * (1 + 2 + 2 * 9 + 2 + 1)  # every conv has a kernel and a bias
+    norm = instance_norm()
+    assert (norm.epsilon, norm.use_scale, norm.use_bias) == (1e-5, False, False)
+
+
+# ---- tiny generator -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_params():
+    """Parameters of ResnetGenerator(**TINY) for 1-channel images, initialised once."""
+    init = jax.jit(ResnetGenerator(**TINY).init, static_argnames="train")
+    return init(_key(0), jnp.zeros((1, 32, 32, 1)), train=False)["params"]
+
+
+def test_generator_tiny_shape_range_and_init(tiny_params):
+    model = ResnetGenerator(**TINY)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)), jnp.float32)
+    y = jax.jit(model.apply, static_argnames="train")({"params": tiny_params}, x, train=False)
+    assert y.shape == (2, 32, 32, 1) and y.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(y))) < 1.0
+    for path, leaf in jax.tree.flatten_with_path(tiny_params)[0]:
+        if path[-1].key == "bias":
+            assert not np.any(np.asarray(leaf))
+    kernel = np.asarray(tiny_params["block_0"]["conv_0"]["kernel"])  # 3·3·32·32 = 9216 samples
+    assert abs(kernel.std() - 0.02) < 0.001 and abs(kernel.mean()) < 0.001
+    up_kernel = np.asarray(tiny_params["up_0"]["kernel"])  # the transposed convs' own init
+    assert abs(up_kernel.std() - 0.02) < 0.002
+
+
+def test_generator_dropout(tiny_params):
+    variables = {"params": tiny_params}
+    x = _random((1, 32, 32, 1))
+    apply = jax.jit(ResnetGenerator(**TINY).apply, static_argnames="train")
+    eval_a = apply(variables, x, train=False)
+    eval_b = apply(variables, x, train=False, rngs={"dropout": _key(5)})
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a = apply(variables, x, train=True, rngs={"dropout": _key(1)})
+    train_b = apply(variables, x, train=True, rngs={"dropout": _key(2)})
+    train_a2 = apply(variables, x, train=True, rngs={"dropout": _key(1)})
+    assert not np.allclose(train_a, train_b)
+    assert not np.allclose(train_a, eval_a)
+    np.testing.assert_array_equal(train_a, train_a2)
+    with pytest.raises(flax.errors.InvalidRngError, match="dropout"):
+        apply(variables, x, train=True)
+    no_dropout = jax.jit(ResnetGenerator(**TINY, dropout_rate=0.0).apply, static_argnames="train")
+    np.testing.assert_allclose(no_dropout(variables, x, train=True), eval_a, atol=1e-6)
+
+
+def test_generator_forms_agree_values_and_gradients(tiny_params):
+    x = _random((1, 32, 32, 1))
+
+    @functools.partial(jax.jit, static_argnums=(0, 1))
+    def value_and_grad(reflect_form, upsample_form, params):
+        model = ResnetGenerator(**TINY, reflect_conv=reflect_form, upsample=upsample_form)
+        return jax.value_and_grad(
+            lambda p: jnp.sum(model.apply({"params": p}, x, train=False) ** 2)
+        )(params)
+
+    ref_value, ref_grad = value_and_grad("valid", "transpose", tiny_params)
+    # convs feeding an instance norm have ~0 bias gradients: compare on the gradients' scale
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grad))
+    # "auto" on CPU: same_crop stem and blocks, taps head, subpixel upsampling
+    value, grad = value_and_grad("auto", "auto", tiny_params)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for g, r in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True):
+        np.testing.assert_allclose(g, r, rtol=0, atol=1e-5 * scale)
+
+
+def test_bfloat16_compute_float32_params(tiny_params):
+    model = ResnetGenerator(**TINY, dtype=jnp.bfloat16)
+    x = _random((1, 32, 32, 1))
+    shapes = _init_shapes(model, x.shape, train=False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+
+    @jax.jit
+    def run(params):
+        rngs = {"dropout": _key(1)}  # the same dropout mask in both dtypes
+
+        def loss(p):
+            y = model.apply({"params": p}, x, train=True, rngs=rngs)
+            return jnp.mean(y**2), y
+
+        (_, y), grad = jax.value_and_grad(loss, has_aux=True)(params)
+        ref = ResnetGenerator(**TINY).apply({"params": params}, x, train=True, rngs=rngs)
+        return y, grad, jnp.max(jnp.abs(y - ref))
+
+    y, grad, error = run(tiny_params)
+    assert y.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y)))
+    assert {leaf.dtype for leaf in jax.tree.leaves(grad)} == {jnp.dtype(jnp.float32)}
+    assert float(error) < 0.1
+
+    disc = PatchDiscriminator(features=8, dtype=jnp.bfloat16)
+    x = _random((1, 64, 64, 1))
+    disc_params = jax.jit(disc.init)(_key(0), x)["params"]
+    assert {leaf.dtype for leaf in jax.tree.leaves(disc_params)} == {jnp.dtype(jnp.float32)}
+    scores = jax.jit(disc.apply)({"params": disc_params}, x)
+    assert scores.shape == (1, 6, 6, 1) and scores.dtype == jnp.float32
+
+
+# ---- discriminator ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n_layers, size, out_pixel, field",
+    [(3, 104, 7, 70), (4, 192, 6, 142)],
+)
+def test_discriminator_receptive_field(n_layers, size, out_pixel, field):
+    # Instance norm couples every pixel of a channel, so the field is read with norms off.
+    model = PatchDiscriminator(features=4, n_layers=n_layers, use_norm=False)
+    x = _random((1, size, size, 1))
+    params = jax.jit(model.init)(_key(0), x)["params"]
+    pixel = jax.jit(
+        jax.grad(lambda x: model.apply({"params": params}, x)[0, out_pixel, out_pixel, 0])
+    )
+    grad = pixel(x)
+    rows, cols = np.nonzero(np.asarray(grad[0, :, :, 0]))
+    # 4×4 kernels: field = 1 + 3·(sum of jumps); the window starts at o·2^n_layers - sum of jumps
+    start = out_pixel * 2**n_layers - (field - 1) // 3
+    assert (rows.min(), rows.max() + 1) == (start, start + field)
+    assert (cols.min(), cols.max() + 1) == (start, start + field)
+    assert rows.size == field * field  # nonzero on the whole window
+
+
+def test_discriminator_depth_and_params():
+    for n_layers, convs in ((3, 5), (4, 6)):
+        variables = _init_shapes(PatchDiscriminator(n_layers=n_layers), (1, 256, 256, 1))
+        assert len(variables["params"]) == convs
+    variables = _init_shapes(PatchDiscriminator(n_layers=4), (1, 256, 256, 1))
+    # extra 4×4 conv 512->512 (stride 2) before the stride-1 conv, which stays 512 (multiplier ≤ 8)
+    assert _count(variables) == 2_762_689 + 16 * 512 * 512 + 512
+    scores = jax.eval_shape(
+        PatchDiscriminator(n_layers=4).apply, variables, jnp.zeros((1, 256, 256, 1))
+    )
+    assert scores.shape == (1, 14, 14, 1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _value_and_grads(layer, form, x, kernel, cotangent):
+    """layer(x, kernel, form), and the input and kernel gradients of <that, cotangent>."""
+    y, vjp = jax.vjp(lambda x, k: layer(x, k, form), x, kernel)
+    return (y, *vjp(cotangent))
+
+
+# ---- layer forms --------------------------------------------------------------------------------
+
+
+def test_subpixel_upsampling_equals_transpose_and_pytorch():
+    x = _random((2, 5, 6, 8), seed=1)
+    kernel = _random((3, 3, 8, 4), seed=2, scale=0.3)
+    transpose = conv_transpose_2x(x, kernel, "transpose")
+    subpixel = conv_transpose_2x(x, kernel, "subpixel")
+    assert subpixel.shape == (2, 10, 12, 4)
+    np.testing.assert_allclose(subpixel, transpose, atol=1e-5)
+    # PyTorch's weight (Cin, Cout, kh, kw) is the flax kernel flipped in space
+    weight = np.asarray(kernel)[::-1, ::-1].transpose(2, 3, 0, 1)
+    torch_reference = _torch_conv_transpose(x, weight)
+    np.testing.assert_allclose(subpixel, torch_reference, atol=1e-5)
+    np.testing.assert_allclose(transpose, torch_reference, atol=1e-5)
+
+    # the module has nn.ConvTranspose's parameters, and with padding ((1, 2), (1, 2)) its values
+    module = ConvTranspose2x(4, form="subpixel")
+    flax_transpose = nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)))
+    shapes = [jax.eval_shape(m.init, _key(0), x) for m in (module, flax_transpose)]
+    assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])
+    assert jax.tree.leaves(shapes[0]) == jax.tree.leaves(shapes[1])
+    params = {"kernel": kernel, "bias": _random((4,), seed=3)}
+    np.testing.assert_allclose(
+        module.apply({"params": params}, x),
+        flax_transpose.apply({"params": params}, x),
+        atol=1e-5,
+    )
+
+
+def test_subpixel_upsampling_gradients_equal():
+    x = _random((1, 6, 6, 8), seed=1)
+    kernel = _random((3, 3, 8, 4), seed=2, scale=0.3)
+    cotangent = _random((1, 12, 12, 4), seed=4)
+    subpixel = _value_and_grads(conv_transpose_2x, "subpixel", x, kernel, cotangent)
+    transpose = _value_and_grads(conv_transpose_2x, "transpose", x, kernel, cotangent)
+    for a, b in zip(subpixel, transpose, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size, cin, cout", [(3, 16, 16), (7, 8, 1), (7, 1, 8)])
+def test_same_crop_conv_equals_valid_conv(kernel_size, cin, cout):
+    x = _random((2, 20, 24, cin), seed=1)
+    kernel = _random((kernel_size, kernel_size, cin, cout), seed=2, scale=0.1)
+    valid = reflect_conv(x, kernel, "valid")
+    assert valid.shape == (2, 20, 24, cout)
+    same_crop = reflect_conv(x, kernel, "same_crop")
+    # bit-identical on XLA CPU as measured; the tolerance only guards against other XLA versions
+    np.testing.assert_allclose(same_crop, valid, rtol=0, atol=1e-6)
+
+
+def test_taps_conv_equals_valid_conv_with_gradients():
+    x = _random((2, 20, 24, 8), seed=1)
+    kernel = _random((7, 7, 8, 2), seed=2, scale=0.1)
+    cotangent = _random((2, 20, 24, 2), seed=3)
+    taps = _value_and_grads(reflect_conv, "taps", x, kernel, cotangent)
+    valid = _value_and_grads(reflect_conv, "valid", x, kernel, cotangent)
+    for a, b in zip(taps, valid, strict=True):  # output, input gradient, kernel gradient
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_reflect_conv_module_and_bad_forms():
+    x = _random((1, 8, 8, 3))
+    module = ReflectConv(4, 3, form="same_crop")
+    params = module.init(_key(0), x)["params"]
+    assert params["kernel"].shape == (3, 3, 3, 4) and params["bias"].shape == (4,)
+    with pytest.raises(ValueError, match="form"):
+        ReflectConv(4, 3, form="mirror").apply({"params": params}, x)
+    with pytest.raises(ValueError, match="form"):
+        conv_transpose_2x(x, jnp.zeros((3, 3, 3, 2)), "nearest")
+
+
+@pytest.mark.gpu
+def test_layer_forms_agree_on_accelerator():
+    x = _random((2, 32, 32, 64), seed=1)
+    kernel = _random((3, 3, 64, 32), seed=2, scale=0.05)
+    cotangent = _random((2, 64, 64, 32), seed=3)
+    subpixel = _value_and_grads(conv_transpose_2x, "subpixel", x, kernel, cotangent)
+    transpose = _value_and_grads(conv_transpose_2x, "transpose", x, kernel, cotangent)
+    # GPUs may run convs with TF32 or other reduced-precision matmuls: compare on each scale
+    for a, b in zip(subpixel, transpose, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=3e-3 * float(jnp.max(jnp.abs(b))))
+    head = _random((7, 7, 64, 1), seed=4, scale=0.02)
+    head_cotangent = _random((2, 32, 32, 1), seed=5)
+    valid = _value_and_grads(reflect_conv, "valid", x, head, head_cotangent)
+    for form in ("same_crop", "taps"):
+        other = _value_and_grads(reflect_conv, form, x, head, head_cotangent)
+        for a, b in zip(other, valid, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=3e-3 * float(jnp.max(jnp.abs(b))))

@@ -1,0 +1,160 @@
+"""Run output on process 0: metrics.jsonl, TensorBoard events, progress bar, image grids,
+and the NaN/Inf guard (run on every process, so they all stop together)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+import time
+
+import cv2
+import jax
+import numpy as np
+from tqdm import tqdm
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or Inf; the run stops and the last good checkpoint stays."""
+
+
+def check_finite(step: int, metrics: dict[str, float]) -> None:
+    """Raise NonFiniteLoss naming the step and every non-finite metric."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+    if bad:
+        names = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise NonFiniteLoss(
+            f"step {step}: non-finite {names}; training stopped, the latest checkpoint before "
+            "this step is kept (lower the learning rate or check the data, then rerun to resume)"
+        )
+
+
+class MetricWriter:
+    """Appends `{"step": s, name: value, ...}` lines to metrics.jsonl and TensorBoard events.
+
+    On resume, lines past the restored step (written after the last checkpoint by a run that
+    was then killed) are dropped, so the file reads as if the run had never stopped.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, resume_step: int = 0):
+        self.enabled = jax.process_index() == 0
+        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(
+                str(pathlib.Path(workdir) / "tensorboard"), purge_step=resume_step + 1
+            )
+        except ImportError:  # TensorBoard output is optional
+            self._tb = None
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        """Record scalars for a step."""
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in metrics.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": int(step), **values}) + "\n")
+        if self._tb is not None:
+            for name, value in values.items():
+                self._tb.add_scalar(name, value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
+    """All records of a run's metrics.jsonl."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Progress:
+    """A progress bar on process 0: step, steps/s, images/s, ETA and the latest losses."""
+
+    def __init__(self, total: int, initial: int, images_per_step: int, desc: str = "train"):
+        self.enabled = jax.process_index() == 0
+        self.images_per_step = images_per_step
+        self._last = (initial, time.perf_counter())
+        self._bar = (
+            tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
+            if self.enabled
+            else None
+        )
+
+    def update(self, step: int, metrics: dict[str, float] | None = None) -> None:
+        """Move the bar to `step` and show throughput and a few losses."""
+        if self._bar is None:
+            return
+        last_step, last_time = self._last
+        now = time.perf_counter()
+        rate = (step - last_step) / max(now - last_time, 1e-9)
+        self._last = (step, now)
+        postfix = {"img/s": f"{rate * self.images_per_step:.1f}"}
+        for key, value in (metrics or {}).items():
+            if key.startswith("train/loss") and key.count("_") <= 2:
+                postfix[key.removeprefix("train/")] = f"{float(value):.3f}"
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.update(step - self._bar.n)
+
+    def close(self) -> None:
+        """Finish the bar."""
+        if self._bar is not None:
+            self._bar.close()
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[−1, 1] float images → uint8."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(
+        np.uint8
+    )
+
+
+def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Tile rows of equally sized (H, W[, 1]) uint8 images into one uint8 image."""
+    tiles = [[np.asarray(t).reshape(t.shape[0], t.shape[1]) for t in row] for row in rows]
+    h, w = tiles[0][0].shape
+    cols = max(len(row) for row in tiles)
+    grid = np.full((len(tiles) * (h + pad) + pad, cols * (w + pad) + pad), 255, np.uint8)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            grid[y : y + h, x : x + w] = tile
+    return grid
+
+
+def save_png(path: str | pathlib.Path, image: np.ndarray) -> None:
+    """Write a PNG atomically (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), image):
+        raise OSError(f"could not write {path}")
+    tmp.replace(path)

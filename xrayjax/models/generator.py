@@ -1,0 +1,93 @@
+"""CycleGAN ResNet generator, 9 residual blocks (THESIS_SPEC.md, "CycleGAN model"; sec. 3.2.2.1).
+
+  reflect pad 3, 7×7 conv -> features, norm, ReLU
+  2 × (3×3 conv stride 2, zero pad 1, channels ×2, norm, ReLU)
+  num_blocks × residual block at 4·features channels:
+      reflect pad 1, 3×3 conv, norm, ReLU, dropout, reflect pad 1, 3×3 conv, norm; out = x + block
+  2 × (3×3 transposed conv stride 2, PyTorch padding 1 / output_padding 1, channels ÷2, norm, ReLU)
+  reflect pad 3, 7×7 conv -> out_channels, tanh
+
+Norm is instance norm without scale or shift (epsilon 1e-5); every conv keeps its bias; weights
+N(0, 0.02), biases 0. With the defaults and 1 input channel: 11,365,633 parameters. Input height
+and width must be multiples of 4 (as in the reference).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xrayjax.models.layers import ConvTranspose2x, ReflectConv, instance_norm, normal_init
+
+
+class ResnetBlock(nn.Module):
+    """x + [conv, norm, ReLU, dropout, conv, norm](x), reflection-padded 3×3 convs."""
+
+    features: int
+    dropout_rate: float = 0.2
+    reflect_conv: str = "auto"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        y = ReflectConv(self.features, 3, self.reflect_conv, self.dtype, name="conv_0")(x)
+        y = nn.relu(instance_norm(self.dtype)(y))
+        if self.dropout_rate > 0:
+            y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        y = ReflectConv(self.features, 3, self.reflect_conv, self.dtype, name="conv_1")(y)
+        return x + instance_norm(self.dtype)(y)
+
+
+class ResnetGenerator(nn.Module):
+    """Image-to-image generator, NHWC in, NHWC float32 in (-1, 1) out.
+
+    Attributes:
+      out_channels: channels of the output image (the input's are taken from the data).
+      features: channels after the first conv; 2× and 4× after the downsampling convs.
+      num_blocks: residual blocks at 4·features channels.
+      dropout_rate: dropout inside each residual block (0.2 in the thesis; the reference has 0.5
+        or none). Active only with train=True; draws from the 'dropout' rng collection.
+      reflect_conv: form of the reflection-padded convs ("auto", "valid", "same_crop", "taps";
+        see layers.py). All forms give the same results and share parameters.
+      upsample: form of the transposed convs ("auto", "transpose", "subpixel").
+      dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
+    """
+
+    out_channels: int = 1
+    features: int = 64
+    num_blocks: int = 9
+    dropout_rate: float = 0.2
+    reflect_conv: str = "auto"
+    upsample: str = "auto"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        f, dtype = self.features, self.dtype
+        x = x.astype(dtype)
+        x = ReflectConv(f, 7, self.reflect_conv, dtype, name="stem")(x)
+        x = nn.relu(instance_norm(dtype)(x))
+        for i, mult in enumerate((2, 4)):
+            x = nn.Conv(
+                f * mult,
+                (3, 3),
+                strides=2,
+                padding=((1, 1), (1, 1)),
+                kernel_init=normal_init,
+                dtype=dtype,
+                param_dtype=jnp.float32,
+                name=f"down_{i}",
+            )(x)
+            x = nn.relu(instance_norm(dtype)(x))
+        for i in range(self.num_blocks):
+            x = ResnetBlock(4 * f, self.dropout_rate, self.reflect_conv, dtype, name=f"block_{i}")(
+                x, train=train
+            )
+        for i, mult in enumerate((2, 1)):
+            x = ConvTranspose2x(f * mult, self.upsample, dtype, name=f"up_{i}")(x)
+            x = nn.relu(instance_norm(dtype)(x))
+        x = ReflectConv(self.out_channels, 7, self.reflect_conv, dtype, name="head")(x)
+        return jnp.tanh(x.astype(jnp.float32))

@@ -1,0 +1,1 @@
+"""Training loops: build, restore, train, evaluate, checkpoint."""
