@@ -117,8 +117,10 @@ class Progress:
         self._last = (step, now)
         postfix = {"img/s": f"{rate * self.images_per_step:.1f}"}
         for key, value in (metrics or {}).items():
-            if key.startswith("train/loss") and key.count("_") <= 2:
-                postfix[key.removeprefix("train/")] = f"{float(value):.3f}"
+            name = key.removeprefix("train/")
+            # Totals only (loss, loss_g, loss_d); the per-pair terms are in metrics.jsonl.
+            if name.startswith("loss") and name.count("_") <= 1:
+                postfix[name] = f"{float(value):.3f}"
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(step - self._bar.n)
 

@@ -91,6 +91,32 @@ def jit_step(step_fn, mesh: Mesh, state):
     )
 
 
+def compile_step(step_fn, mesh: Mesh, state, example_batch):
+    """`jit_step` compiled ahead of time for the batch's shapes, then a barrier.
+
+    Processes finish compiling at different times; the first collective of a step gives its
+    peers only ~30 s (gloo's context deadline on CPU), so every process waits here until all
+    have compiled.
+    """
+    compiled = jit_step(step_fn, mesh, state).lower(state, example_batch).compile()
+    barrier("xrayjax_step_compiled")
+    return compiled
+
+
+_barrier_count = 0
+
+
+def barrier(name: str, timeout_s: int = 3600) -> None:
+    """Wait until every process arrives (through the coordinator; no device collective)."""
+    global _barrier_count
+    if jax.process_count() == 1:
+        return
+    import orbax.checkpoint as ocp
+
+    _barrier_count += 1  # barrier names must be unique per use
+    ocp.multihost.sync_global_processes(f"{name}_{_barrier_count}", timeout=timeout_s)
+
+
 def global_batch_array(mesh: Mesh, local_batch):
     """Assemble each process's rows (a pytree of numpy arrays) into global sharded arrays."""
     sharding = batch_sharding(mesh)

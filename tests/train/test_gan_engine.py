@@ -127,3 +127,33 @@ def test_gradients_reach_every_generator():
         before = jax.tree.leaves(state0.gen_params[name])
         after = jax.tree.leaves(state.gen_params[name])
         assert any(not np.allclose(b, a) for b, a in zip(before, after, strict=True)), name
+
+
+def test_thesis_networks_one_and_four_devices_agree(phantom_data_dir):
+    """The real (tiny) generator and discriminator, as the runlocal config builds them."""
+    from configs import cyclegan_forearm
+    from xrayjax.trainers import gan as gan_trainer
+
+    config = cyclegan_forearm.get_config("data=phantom,runlocal")
+    config.image_size = 32
+    engine = gan_trainer.build_engine(config, steps_per_epoch=2, total_steps=10)
+    rng = np.random.default_rng(1)
+    batches = [
+        {d: {"image": rng.uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)} for d in "AB"}
+        for _ in range(5)
+    ]
+
+    def run(devices):
+        mesh = parallel.make_mesh(devices)
+        init = jax.jit(lambda key: engine.init(key, (32, 32, 1)))
+        state = parallel.replicate(mesh, init(jax.random.PRNGKey(0)))
+        step = parallel.jit_step(engine.train_step, mesh, state)
+        out = []
+        for batch in batches:
+            state, metrics = step(state, parallel.global_batch_array(mesh, batch))
+            out.append(parallel.fetch(metrics))
+        return out
+
+    for m1, m4 in zip(run(jax.devices()[:1]), run(jax.devices()), strict=True):
+        for key in ("loss_g", "loss_d", "loss_g_cycle", "loss_g_identity", "loss_g_adv"):
+            np.testing.assert_allclose(m1[key], m4[key], rtol=1e-4, err_msg=key)

@@ -183,11 +183,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Gan
         verb = f"resuming at step {start}" if start else "starting"
         print(f"{verb} of {total_steps} ({steps_per_epoch} per epoch); {sizes}", flush=True)
     samples = SampleWriter(engine, config, tables, mesh, workdir)
-    step_fn = parallel.jit_step(engine.train_step, mesh, state)
     progress = runlog.Progress(total_steps, start, config.global_batch)
+    step_fn = None
     try:
         for step in range(start + 1, total_steps + 1):
             batch = parallel.global_batch_array(mesh, next(data_it))
+            if step_fn is None:
+                step_fn = parallel.compile_step(engine.train_step, mesh, state, batch)
             state, metrics = step_fn(state, batch)
             last = step == total_steps
             due_ckpt = last or step % config.checkpoint_every == 0

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Accelerator check: the tests marked `gpu`, then the full-size CycleGAN step benchmark
+# (256×256, global batch 1, 8 and 32, float32 and bfloat16) as a table of step time, images/s
+# and MFU. Made for a fresh single-GPU machine without network access (about 5 minutes):
+# it installs nothing from the network. Python packages the machine lacks come from wheels in
+# .whl/ (see docs/performance.md for the list); xrayjax itself runs from this source tree.
+# On a machine without an accelerator it runs what it can and says what it skipped.
+#
+# Usage:   launch/gpu_check.sh [OUTPUT_DIR]        (default: $OUT, else runs/gpu_check)
+# Environment (all optional):
+#   PYTHON       interpreter (default python3)
+#   BATCHES      global batches to benchmark (default "1 8 32")
+#   DTYPES       compute dtypes (default "float32 bfloat16")
+#   STEPS        timed steps per benchmark (default 5)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+PYTHON=${PYTHON:-python3}
+out=${1:-${OUT:-runs/gpu_check}}
+mkdir -p "$out"
+BATCHES=${BATCHES:-"1 8 32"}
+DTYPES=${DTYPES:-"float32 bfloat16"}
+STEPS=${STEPS:-5}
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  site=/tmp/xrayjax-site
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" .whl/*.whl
+  export PYTHONPATH="$site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$root:${PYTHONPATH:-}"
+export PYTHONUNBUFFERED=1
+
+backend=$("$PYTHON" - <<'PY'
+import jax
+print(jax.default_backend())
+PY
+)
+"$PYTHON" -c "import jax, flax, optax; d = jax.devices()[0]; print(f'jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}; {jax.device_count()} x {d.device_kind} ({d.platform})')"
+
+echo "== tests marked gpu =="
+if [ "$backend" = cpu ]; then
+  echo "no GPU or TPU backend: the gpu tests are collected and skipped"
+  pytest_env=(env)
+else
+  pytest_env=(env JAX_PLATFORMS="")  # let jax use the accelerator inside the test process
+fi
+"${pytest_env[@]}" "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 | tee "$out/gpu_tests.log"
+
+echo "== CycleGAN step benchmark =="
+bench="$out/benchmark.jsonl"
+: > "$bench"
+if [ "$backend" = cpu ]; then
+  echo "no GPU or TPU backend: the full-size table is skipped; one runlocal-size step proves the path"
+  "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py:runlocal --steps=2 \
+    --global_batch=1 2>/dev/null | tee -a "$bench"
+else
+  for dtype in $DTYPES; do
+    for batch in $BATCHES; do
+      "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py --image_size=256 \
+        --global_batch="$batch" --steps="$STEPS" --config.dtype="$dtype" 2>/dev/null \
+        | tee -a "$bench" || echo "{\"dtype\": \"$dtype\", \"global_batch\": $batch, \"error\": \"failed\"}" >> "$bench"
+    done
+  done
+fi
+
+"$PYTHON" - "$bench" "$out/performance.md" <<'PY'
+import datetime, json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+kind = next((r["device_kind"] for r in rows if "device_kind" in r), "?")
+lines = [f"CycleGAN training step, full-size models, {kind}, {datetime.date.today()}", "",
+         "| dtype | image | global batch | step (s) | images/s | MFU | compile (s) |",
+         "|---|---|---|---|---|---|---|"]
+for r in rows:
+    if "error" in r:
+        lines.append(f"| {r['dtype']} | 256 | {r['global_batch']} | failed | | | |")
+        continue
+    mfu = f"{r['mfu']:.1%}" if "mfu" in r else "n/a"
+    lines.append(f"| {r['dtype']} | {r['image_size']} | {r['global_batch']} | "
+                 f"{r['step_s_median']:.4f} | {r['images_per_s']:.1f} | {mfu} | {r['compile_s']:.0f} |")
+text = "\n".join(lines) + "\n"
+open(sys.argv[2], "w").write(text)
+print(text)
+PY
