@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 
 import jax
@@ -142,16 +141,5 @@ def main(argv) -> None:
     print(json.dumps(benchmark(config, FLAGS.steps)), flush=True)
 
 
-def _underscored(argv: list[str]) -> list[str]:
-    """Accept --global-batch / --image-size spellings: absl flag names use underscores."""
-    out = []
-    for arg in argv:
-        name, sep, value = arg.partition("=")
-        if name.startswith("--") and not name.startswith("--config"):
-            name = "--" + name[2:].replace("-", "_")
-        out.append(name + sep + value)
-    return out
-
-
 if __name__ == "__main__":
-    app.run(main, argv=_underscored(sys.argv))
+    app.run(main)

@@ -173,7 +173,10 @@ def translate(
     overwrite: bool = False,
     global_batch: int = 0,
 ):
-    """Write dataset `output`: G_{to,from} applied to the first `num` (0: all) records."""
+    """Write dataset `output`: G_{to,from} applied to the first `num` (0: all) records.
+
+    Only records whose label the source domain's config accepts are translated.
+    """
     _check_domain(config, from_domain)
     _check_domain(config, to_domain)
     if from_domain == to_domain:
@@ -181,13 +184,15 @@ def translate(
     data_dir = pathlib.Path(data_dir or config.data_dir or sources.default_data_dir()).expanduser()
     _refuse_existing(output, data_dir, overwrite)
     name, split = parse_source(source)
-    table = sources.open_table(name, split, config.data_dir or data_dir)
+    spec = config.domains[from_domain]
+    # A per-class GAN translates only its class (thesis 3.2.2): the source domain's label filter.
+    labels = list(spec.labels) or None
+    table = sources.open_table(name, split, config.data_dir or data_dir, labels)
     if num > len(table):
         raise ValueError(f"--num {num}: {source} has only {len(table)} records")
     if num:
         table = table.subset(np.arange(num))
     engine, gen_params, mesh = load_generators(config, workdir)
-    spec = config.domains[from_domain]
     preprocess = gan_trainer.domain_preprocess(config, spec, augment=False)
     pair = to_domain + from_domain
 

@@ -7,29 +7,80 @@ Rerunning the same command resumes from the workdir's latest checkpoint.
 from __future__ import annotations
 
 import os
-import pathlib
 import sys
 
-import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from xrayjax import logging as runlog
 from xrayjax import parallel
 
-MODES = ("train",)
+MODES = ("train", "evaluate", "translate", "segment")
 
 config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, samples, reports")
 flags.DEFINE_enum("mode", "train", MODES, "what to do with the config and workdir")
+flags.DEFINE_string(
+    "split", None, "evaluate: split of the test dataset, or 'name:split' (default: config's test)"
+)
+flags.DEFINE_string("source", None, "translate/segment: source records as DATASET:SPLIT")
+flags.DEFINE_string("from", None, "translate: source domain name (e.g. B)")
+flags.DEFINE_string("to", None, "translate: target domain name (e.g. A)")
+flags.DEFINE_integer("num", 0, "translate/segment: how many source records (segment: 0 = all)")
+flags.DEFINE_string("output", None, "translate/segment: name of the dataset to write")
+flags.DEFINE_string("data_dir", None, "translate/segment: where to write (default: config's)")
+flags.DEFINE_bool("overwrite", False, "translate/segment: replace an existing output dataset")
+flags.DEFINE_enum("equation", "67", ["66", "67"], "segment: G_CB(G_BA(a)) (66) or G_CB(a) (67)")
+flags.DEFINE_float("threshold", 0.0, "segment: mask image value above which a pixel is bone")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def run(config, workdir: str, mode: str) -> None:
+def run(config, workdir: str, mode: str, split: str | None = None) -> None:
     """Dispatch to the trainer the config names."""
     trainer = config.get("trainer")
-    if trainer == "gan":
+    if mode in ("translate", "segment"):
+        from xrayjax import inference
+
+        for name in ("source", "output") + (("from", "to") if mode == "translate" else ()):
+            if not FLAGS[name].value:
+                raise ValueError(f"--mode {mode} needs --{name}")
+        common = dict(
+            source=FLAGS.source,
+            output=FLAGS.output,
+            num=FLAGS.num,
+            data_dir=FLAGS.data_dir,
+            overwrite=FLAGS.overwrite,
+        )
+        if mode == "translate":
+            inference.translate(
+                config, workdir, from_domain=FLAGS["from"].value, to_domain=FLAGS.to, **common
+            )
+        else:
+            inference.segment(
+                config, workdir, equation=FLAGS.equation, threshold=FLAGS.threshold, **common
+            )
+    elif trainer == "classifier":
+        from xrayjax.trainers import classifier
+
+        if mode == "evaluate":
+            classifier.evaluate(config, workdir, split)
+        else:
+            classifier.train(config, workdir)
+    elif mode == "evaluate" and trainer == "gan":
+        # Translation quality, eq. 66/67 segmentation, radial inclination → eval.json + figures.
+        from xrayjax.trainers import gan_evaluate
+
+        if split:
+            raise ValueError(
+                "--split is for classifiers; a GAN config names each domain's eval_split "
+                "(--config.domains.A.eval_split=...)"
+            )
+        gan_evaluate.evaluate(config, workdir)
+    elif mode == "evaluate":
+        raise ValueError(f"--mode evaluate is not available for config.trainer={trainer!r}")
+    elif trainer == "gan":
         from xrayjax.trainers import gan
 
         gan.train(config, workdir)
@@ -43,13 +94,13 @@ def main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         # orbax and grain log every save and worker at INFO; the progress bar says enough.
         absl_logging.set_verbosity(absl_logging.WARNING)
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        # Reruns (resumes, evaluation) reuse compiled steps instead of compiling again.
-        cache = pathlib.Path("~/.cache/xrayjax/jax-compilation").expanduser()
-        jax.config.update("jax_compilation_cache_dir", str(cache))
+    parallel.enable_compilation_cache()
     parallel.initialize_distributed()
     try:
-        run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+        run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
+    except runlog.NonFiniteLoss as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
     except (ValueError, FileNotFoundError) as err:
         # Bad input (config, data, workdir): one clear line; nothing was written past the error.
         if os.environ.get("XRAYJAX_TRACEBACK"):

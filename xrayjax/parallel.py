@@ -44,6 +44,13 @@ def initialize_distributed(
     jax.distributed.initialize(coordinator, num_processes, process_id)
 
 
+def enable_compilation_cache() -> None:
+    """Cache compiled programs on disk, so resumes and later runs skip compiling."""
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        cache = os.path.expanduser("~/.cache/xrayjax/jax-compilation")
+        jax.config.update("jax_compilation_cache_dir", cache)
+
+
 def make_mesh(devices=None) -> Mesh:
     """A 1-D mesh over the given devices (default: all of all processes), ordered by process."""
     devices = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))

@@ -118,3 +118,18 @@ def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path, uninte
     result = _run(reference, phantom_data_dir, CONFIG, "--config.model.features=16")
     assert result.returncode == 2 and "does not match the configured model" in result.stderr
     assert sorted(p.name for p in (reference / "checkpoints").iterdir()) == before
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(phantom_data_dir, tmp_path):
+    workdir = tmp_path / "nan"
+    first = _run(workdir, phantom_data_dir, CONFIG, "--config.total_steps=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Resume with a learning rate that turns the parameters into NaN at step 5.
+    result = _run(
+        workdir, phantom_data_dir, CONFIG, "--config.total_steps=12", "--config.optim.gen.lr=nan"
+    )
+    assert result.returncode == 3
+    assert "step 6: non-finite" in result.stderr and "train/loss_g=nan" in result.stderr
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [4]
+    steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().split()]
+    assert steps == [2, 4]
