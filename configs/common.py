@@ -31,12 +31,15 @@ def domain(
     image_key: str = "image",
     clahe: bool = False,
     labels: tuple[int, ...] = (),
+    eval_split: str = "test",
 ) -> ml_collections.ConfigDict:
     """One image domain: which dataset split, which image feature, CLAHE, which labels."""
     return ml_collections.ConfigDict(
         {
             "dataset": dataset,
             "split": split,
+            # `--mode evaluate` reads this split (MURA: 'valid', the thesis's test set, sec. 3.1)
+            "eval_split": eval_split,
             "image_key": image_key,  # 'mask' reads a dataset's bone masks as images
             "clahe": clahe,  # thesis 3.2.1: CLAHE on natural images
             "labels": labels,  # () keeps every label
@@ -96,6 +99,18 @@ def gan_config() -> ml_collections.ConfigDict:
     )
     config.sample_every = 1000  # PNG grids: input | translated | reconstructed
     config.num_samples = 4
+    # `--mode evaluate` (trainers/gan_evaluate.py): the measurements the thesis left to the eye.
+    config.eval = ml_collections.ConfigDict(
+        {
+            # Workdir of a trained classifier (configs/classifier_forearm.py): its penultimate
+            # layer gives the features for KID, its predictions the label preservation of
+            # translated images. "" skips both (eval.json records why).
+            "classifier_workdir": "",
+            # Eqs. 66/67: a mask image (generator output in [−1, 1]) is bone above this value.
+            "threshold": 0.0,
+            "max_images": 500,  # the first images of each domain's eval split (0: all)
+        }
+    )
     return config
 
 

@@ -307,13 +307,13 @@ def _draw_limb(body_part, seed, index, size, abnormal, inclination_deg) -> _Limb
         box = _sleeve((-1.0, -low), (-1.0, top), [(0, 5.0)], 1.0, (1.0, 1.0))
         frame = _fit_frame(rng, [box], size, angle, mirror, np.inf)
     if label:
-        # Removed segment (thesis 3.1.2): a band 4-12 % of the bone long, at a random position
-        # and angle, through the radius, the ulna or both; at least 2.5 px wide so that even an
-        # 8-connected mask is split, and wide enough to be seen at the demo's 64×64 pixels.
+        # Removed segment (thesis 3.1.2): a band 2-5 % of the bone long, at a random position and
+        # angle, through the radius, the ulna or both; at least 2.5 px wide so that even an
+        # 8-connected mask is split.
         which = (0,) if fracture[0] < 0.4 else (1,) if fracture[0] < 0.8 else (0, 1)
         phi = math.radians(-40 + 80 * fracture[3])
         nu, nv = -math.sin(phi), math.cos(phi)
-        half = max((0.02 + 0.04 * fracture[4]) * length, 1.25 / frame.scale)
+        half = max((0.01 + 0.015 * fracture[4]) * length, 1.25 / frame.scale)
         for k in which:
             (su, sv), (eu, ev) = bones[k].start, bones[k].end
             t = 0.2 + 0.55 * fracture[1 + k]
