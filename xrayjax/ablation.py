@@ -17,15 +17,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import pathlib
-import sys
 
 import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from xrayjax import logging as runlog
@@ -205,25 +202,15 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     """absl main."""
     del argv
-    if not FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        cache = pathlib.Path("~/.cache/xrayjax/jax-compilation").expanduser()
-        jax.config.update("jax_compilation_cache_dir", str(cache))
+    parallel.enable_compilation_cache()
     parallel.initialize_distributed()
-    try:
+
+    def body():
         if FLAGS.config.get("trainer") != "classifier":
             raise ValueError("the ablation runs classifier configs (config.trainer='classifier')")
-        settings = [int(n) for n in FLAGS.synthetic]
-        run_ablation(FLAGS.config, settings, FLAGS.seeds, FLAGS.workdir)
-    except runlog.NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("XRAYJAX_TRACEBACK"):
-            raise
-        print(f"error: {err}\n(set XRAYJAX_TRACEBACK=1 to see the traceback)", file=sys.stderr)
-        sys.exit(2)
+        run_ablation(FLAGS.config, [int(n) for n in FLAGS.synthetic], FLAGS.seeds, FLAGS.workdir)
+
+    runlog.run_cli(body, quiet_libraries=not FLAGS["verbosity"].present)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ device's peak is known.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 
@@ -58,7 +57,7 @@ def _gan_setup(config, mesh):
 
     engine = gan.build_engine(config, steps_per_epoch=1000, total_steps=100_000)
     shape = (config.image_size, config.image_size, 1)
-    init = functools.partial(engine.init, image_shape=shape)
+    init = gan.init_fn(engine, config)
     state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     batch = {
@@ -72,7 +71,7 @@ def _classifier_setup(config, mesh):
     from xrayjax.trainers import classifier
 
     engine = classifier.build_engine(config, steps_per_epoch=1000)
-    init = functools.partial(engine.init, image_shape=(config.image_size, config.image_size, 1))
+    init = classifier.init_fn(engine, config)
     state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     shape = (config.global_batch, config.image_size, config.image_size, 1)

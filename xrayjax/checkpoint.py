@@ -57,6 +57,14 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def restore_or_init(self, init, rng, sharding, data_iterator=None):
+        """The latest checkpoint's state (data position restored), else `init(rng)`, placed
+        with `sharding`."""
+        if self.latest_step() is None:
+            return jax.jit(init, out_shardings=sharding)(rng)
+        abstract = abstract_like(jax.eval_shape(init, rng), sharding)
+        return self.restore(abstract, data_iterator)
+
     def _check_shapes(self, step: int, abstract_state) -> None:
         saved = self._manager.item_metadata(step)["state"]
         if saved is None:

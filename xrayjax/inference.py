@@ -11,7 +11,6 @@ written atomically (data_prep.builder), so a run that dies leaves nothing that l
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 from collections.abc import Callable, Iterator
 
@@ -36,9 +35,9 @@ def load_generators(config, workdir: str | pathlib.Path):
         )
     engine = gan_trainer.build_engine(config, steps_per_epoch=1, total_steps=1)
     mesh = parallel.make_mesh()
-    init = functools.partial(engine.init, image_shape=(config.image_size, config.image_size, 1))
     abstract = checkpoint.abstract_like(
-        jax.eval_shape(init, jax.random.PRNGKey(0)), parallel.replicated(mesh)
+        jax.eval_shape(gan_trainer.init_fn(engine, config), jax.random.PRNGKey(0)),
+        parallel.replicated(mesh),
     )
     state = ckpt.restore(abstract)
     ckpt.close()
@@ -69,7 +68,7 @@ class _Batch:
     indices: np.ndarray  # source-table rows
 
 
-def _run_batches(table, preprocess, mesh, global_batch, fn: Callable) -> Iterator[_Batch]:
+def run_batches(table, preprocess, mesh, global_batch, fn: Callable) -> Iterator[_Batch]:
     """fn(images) → dict of arrays, over the whole table in order, on every process."""
     parallel.check_global_batch(global_batch, mesh)
     iterator = pipelines.eval_iterator(
@@ -192,26 +191,23 @@ def translate(
         raise ValueError(f"--num {num}: {source} has only {len(table)} records")
     if num:
         table = table.subset(np.arange(num))
-    engine, gen_params, mesh = load_generators(config, workdir)
-    preprocess = gan_trainer.domain_preprocess(config, spec, augment=False)
     pair = to_domain + from_domain
 
-    def fn(x):
-        return {"image": engine.translate(gen_params, pair, x)}
+    def make_fn(engine, gen_params):
+        return lambda x: {"image": engine.translate(gen_params, pair, x)}
 
-    batch = global_batch or max(jax.device_count(), config.global_batch)
-    batches = _run_batches(table, preprocess, mesh, batch, fn)
-    settings = {"source": source, "workdir": str(workdir), "generator": f"G_{pair}", "num": num}
-    return _write(
-        output,
-        data_dir,
-        overwrite,
-        batches,
+    return _generate_dataset(
+        config,
+        workdir,
         table,
-        config.image_size,
-        f"{source} translated by G_{pair} of {workdir}",
-        settings,
-        extra_images=(),
+        spec,
+        make_fn,
+        output=output,
+        data_dir=data_dir,
+        overwrite=overwrite,
+        global_batch=global_batch,
+        description=f"{source} translated by G_{pair} of {workdir}",
+        settings={"source": source, "workdir": str(workdir), "generator": f"G_{pair}", "num": num},
     )
 
 
@@ -239,24 +235,66 @@ def segment(
     table = sources.open_table(name, split, config.data_dir or data_dir)
     if num:
         table = table.subset(np.arange(min(num, len(table))))
+
+    def make_fn(engine, gen_params):
+        def fn(x):
+            through = engine.translate(gen_params, "BA", x) if equation == "66" else x
+            mask_image = engine.translate(gen_params, "CB", through)  # masks are ±1 images
+            return {"predicted_mask": (mask_image > threshold).astype(np.float32)}
+
+        return fn
+
+    return _generate_dataset(
+        config,
+        workdir,
+        table,
+        config.domains["A"],
+        make_fn,
+        output=output,
+        data_dir=data_dir,
+        overwrite=overwrite,
+        global_batch=global_batch,
+        description=f"bone masks of {source} by eq. {equation}",
+        settings={
+            "source": source,
+            "workdir": str(workdir),
+            "equation": equation,
+            "threshold": threshold,
+        },
+        prediction="predicted_mask",
+    )
+
+
+def _generate_dataset(
+    config,
+    workdir,
+    table,
+    spec,
+    make_fn,
+    *,
+    output,
+    data_dir,
+    overwrite,
+    global_batch,
+    description,
+    settings,
+    prediction=None,
+):
+    """Run make_fn(engine, params) over `table` (as domain `spec` is read) into dataset `output`.
+
+    Without `prediction`, the function's "image" is the written image; with it, the written
+    image is the (preprocessed) input and the prediction is a second image feature.
+    """
     engine, gen_params, mesh = load_generators(config, workdir)
-    preprocess = gan_trainer.domain_preprocess(config, config.domains["A"], augment=False)
-
-    def fn(x):
-        through = engine.translate(gen_params, "BA", x) if equation == "66" else x
-        mask_image = engine.translate(gen_params, "CB", through)  # masks are ±1 images
-        return {"predicted_mask": (mask_image > threshold).astype(np.float32)}
-
+    preprocess = gan_trainer.domain_preprocess(config, spec, augment=False)
     batch = global_batch or max(jax.device_count(), config.global_batch)
-    batches = _run_batches(table, preprocess, mesh, batch, fn)
-    # The written image is the (preprocessed) input; the prediction is a second image feature.
-    batches = (dataclasses.replace(b, outputs={"image": b.inputs, **b.outputs}) for b in batches)
-    settings = {
-        "source": source,
-        "workdir": str(workdir),
-        "equation": equation,
-        "threshold": threshold,
-    }
+    batches = run_batches(table, preprocess, mesh, batch, make_fn(engine, gen_params))
+    extra_images = ()
+    if prediction is not None:
+        extra_images = (prediction,)
+        batches = (
+            dataclasses.replace(b, outputs={"image": b.inputs, **b.outputs}) for b in batches
+        )
     return _write(
         output,
         data_dir,
@@ -264,7 +302,7 @@ def segment(
         batches,
         table,
         config.image_size,
-        f"bone masks of {source} by eq. {equation}",
+        description,
         settings,
-        extra_images=("predicted_mask",),
+        extra_images=extra_images,
     )

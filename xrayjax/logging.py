@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -28,6 +29,30 @@ def check_finite(step: int, metrics: dict[str, float]) -> None:
             f"step {step}: non-finite {names}; training stopped, the latest checkpoint before "
             "this step is kept (lower the learning rate or check the data, then rerun to resume)"
         )
+
+
+def run_cli(body, quiet_libraries: bool = True) -> None:
+    """Run a command's body, turning bad input into one clear line and an exit status.
+
+    Exit 2: bad input (config, data, workdir), raised as ValueError/FileNotFoundError before
+    anything was written past the error. Exit 3: a non-finite loss stopped training.
+    XRAYJAX_TRACEBACK=1 shows the traceback instead.
+    """
+    from absl import logging as absl_logging
+
+    if quiet_libraries:
+        # orbax and grain log every save and worker at INFO; the progress bar says enough.
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        body()
+    except NonFiniteLoss as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("XRAYJAX_TRACEBACK"):
+            raise
+        print(f"error: {err}\n(set XRAYJAX_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+        sys.exit(2)
 
 
 class MetricWriter:

@@ -6,11 +6,7 @@ Rerunning the same command resumes from the workdir's latest checkpoint.
 
 from __future__ import annotations
 
-import os
-import sys
-
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from xrayjax import logging as runlog
@@ -91,22 +87,12 @@ def run(config, workdir: str, mode: str, split: str | None = None) -> None:
 def main(argv: list[str]) -> None:
     """absl main."""
     del argv
-    if not FLAGS["verbosity"].present:
-        # orbax and grain log every save and worker at INFO; the progress bar says enough.
-        absl_logging.set_verbosity(absl_logging.WARNING)
     parallel.enable_compilation_cache()
     parallel.initialize_distributed()
-    try:
-        run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
-    except runlog.NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input (config, data, workdir): one clear line; nothing was written past the error.
-        if os.environ.get("XRAYJAX_TRACEBACK"):
-            raise
-        print(f"error: {err}\n(set XRAYJAX_TRACEBACK=1 to see the traceback)", file=sys.stderr)
-        sys.exit(2)
+    runlog.run_cli(
+        lambda: run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split),
+        quiet_libraries=not FLAGS["verbosity"].present,
+    )
 
 
 if __name__ == "__main__":

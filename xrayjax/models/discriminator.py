@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xrayjax.models.layers import instance_norm, normal_init
+from xrayjax.models.layers import PaddedConv, instance_norm
 
 
 class PatchDiscriminator(nn.Module):
@@ -29,12 +29,15 @@ class PatchDiscriminator(nn.Module):
       n_layers: stride-2 convs, the first included (3: 70×70 PatchGAN; 4: 142×142).
       use_norm: instance norm on all but the first and last conv (False only for tests and
         ablations, e.g. to read the receptive field off a gradient).
+      weight_grad: how the convs' weight gradients are computed ("auto", "xla", "matmul"; see
+        layers.py). All give the same results.
       dtype: compute dtype; parameters are always float32.
     """
 
     features: int = 64
     n_layers: int = 3
     use_norm: bool = True
+    weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -52,14 +55,13 @@ class PatchDiscriminator(nn.Module):
         x = self._conv(1, 1, f"conv_{len(layers)}")(x)
         return x.astype(jnp.float32)
 
-    def _conv(self, features: int, stride: int, name: str) -> nn.Conv:
-        return nn.Conv(
+    def _conv(self, features: int, stride: int, name: str) -> PaddedConv:
+        return PaddedConv(
             features,
-            (4, 4),
-            strides=stride,
-            padding=((1, 1), (1, 1)),
-            kernel_init=normal_init,
+            4,
+            stride=stride,
+            padding=1,
+            weight_grad=self.weight_grad,
             dtype=self.dtype,
-            param_dtype=jnp.float32,
             name=name,
         )

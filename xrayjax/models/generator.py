@@ -14,13 +14,14 @@ and width must be multiples of 4 (as in the reference).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xrayjax.models.layers import ConvTranspose2x, ReflectConv, instance_norm, normal_init
+from xrayjax.models.layers import ConvTranspose2x, PaddedConv, ReflectConv, instance_norm
 
 
 class ResnetBlock(nn.Module):
@@ -29,16 +30,23 @@ class ResnetBlock(nn.Module):
     features: int
     dropout_rate: float = 0.2
     reflect_conv: str = "auto"
+    weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        y = ReflectConv(self.features, 3, self.reflect_conv, self.dtype, name="conv_0")(x)
-        y = nn.relu(instance_norm(self.dtype)(y))
+        conv = functools.partial(
+            ReflectConv,
+            self.features,
+            3,
+            form=self.reflect_conv,
+            weight_grad=self.weight_grad,
+            dtype=self.dtype,
+        )
+        y = nn.relu(instance_norm(self.dtype)(conv(name="conv_0")(x)))
         if self.dropout_rate > 0:
             y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        y = ReflectConv(self.features, 3, self.reflect_conv, self.dtype, name="conv_1")(y)
-        return x + instance_norm(self.dtype)(y)
+        return x + instance_norm(self.dtype)(conv(name="conv_1")(y))
 
 
 class ResnetGenerator(nn.Module):
@@ -53,6 +61,7 @@ class ResnetGenerator(nn.Module):
       reflect_conv: form of the reflection-padded convs ("auto", "valid", "same_crop", "taps";
         see layers.py). All forms give the same results and share parameters.
       upsample: form of the transposed convs ("auto", "transpose", "subpixel").
+      weight_grad: how every conv's weight gradient is computed ("auto", "xla", "matmul").
       dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
     """
 
@@ -62,32 +71,26 @@ class ResnetGenerator(nn.Module):
     dropout_rate: float = 0.2
     reflect_conv: str = "auto"
     upsample: str = "auto"
+    weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         f, dtype = self.features, self.dtype
+        forms = dict(weight_grad=self.weight_grad, dtype=dtype)
         x = x.astype(dtype)
-        x = ReflectConv(f, 7, self.reflect_conv, dtype, name="stem")(x)
+        x = ReflectConv(f, 7, form=self.reflect_conv, **forms, name="stem")(x)
         x = nn.relu(instance_norm(dtype)(x))
         for i, mult in enumerate((2, 4)):
-            x = nn.Conv(
-                f * mult,
-                (3, 3),
-                strides=2,
-                padding=((1, 1), (1, 1)),
-                kernel_init=normal_init,
-                dtype=dtype,
-                param_dtype=jnp.float32,
-                name=f"down_{i}",
-            )(x)
+            x = PaddedConv(f * mult, 3, stride=2, padding=1, **forms, name=f"down_{i}")(x)
             x = nn.relu(instance_norm(dtype)(x))
         for i in range(self.num_blocks):
-            x = ResnetBlock(4 * f, self.dropout_rate, self.reflect_conv, dtype, name=f"block_{i}")(
-                x, train=train
+            block = ResnetBlock(
+                4 * f, self.dropout_rate, self.reflect_conv, **forms, name=f"block_{i}"
             )
+            x = block(x, train=train)
         for i, mult in enumerate((2, 1)):
-            x = ConvTranspose2x(f * mult, self.upsample, dtype, name=f"up_{i}")(x)
+            x = ConvTranspose2x(f * mult, form=self.upsample, **forms, name=f"up_{i}")(x)
             x = nn.relu(instance_norm(dtype)(x))
-        x = ReflectConv(self.out_channels, 7, self.reflect_conv, dtype, name="head")(x)
+        x = ReflectConv(self.out_channels, 7, form=self.reflect_conv, **forms, name="head")(x)
         return jnp.tanh(x.astype(jnp.float32))

@@ -1,23 +1,29 @@
 """Building blocks of the CycleGAN generator and discriminator (THESIS_SPEC.md, "CycleGAN model").
 
-Every layer computes what the reference (PyTorch) CycleGAN layer computes. Two of them can compute
-it in another, exactly equivalent form that XLA's CPU backend runs several times faster. The
+Every layer computes what the reference (PyTorch) CycleGAN layer computes. Several can compute it
+in another, mathematically identical form that XLA's CPU backend runs several times faster. The
 parameters are the same in every form (names, shapes, layout), so a checkpoint moves freely between
-forms and backends; `form="auto"` picks the fast form on CPU and the plain one elsewhere.
+forms and backends; "auto" picks the fast form on CPU and the plain one elsewhere (unmeasured on
+GPU/TPU, where cuDNN-style libraries handle the plain forms well).
 
-Reflection-padded stride-1 conv (`ReflectConv`):
+Reflection-padded stride-1 conv (`ReflectConv`, `form`):
   "valid"      reflect pad, 'VALID' conv: the plain form.
   "same_crop"  reflect pad, 'SAME' conv, crop the border. Bit-identical: only the cropped border
                sees SAME's extra zeros. XLA CPU runs 'VALID' convs 2-5x slower than 'SAME' ones.
   "taps"       one matmul Cin -> kh·kw·Cout, then a sum of kh·kw shifted slices. For convs to a
-               handful of channels (the generator's last 7×7 conv to 1 channel), where XLA CPU's
-               conv, and above all its weight gradient, is several times slower than it should be.
-               Equal up to float summation order (~1e-7 relative).
-PyTorch ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1) (`ConvTranspose2x`):
+               handful of channels (the generator's last 7×7 conv to 1 channel), which XLA CPU
+               runs several times slower than it should, above all their weight gradient.
+PyTorch ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1) (`ConvTranspose2x`,
+`form`):
   "transpose"  lax.conv_transpose with explicit padding ((1, 2), (1, 2)): the plain form.
   "subpixel"   one 2×2 conv to 4·Cout channels, then depth-to-space. XLA CPU's gradient of a
                stride-2 transposed conv is 10-20x slower than a regular conv's.
-               Equal up to float summation order.
+Weight gradient of every conv (`weight_grad`):
+  "xla"        autodiff: XLA computes it as a convolution with the output gradient as the
+               kernel, which XLA CPU runs 2-3x slower than the forward conv.
+  "matmul"     a custom VJP: the input gradient stays XLA's, the weight gradient is kh·kw
+               matmuls (input pixels under each kernel tap)ᵀ · (output gradient).
+The non-plain forms differ from the plain ones only in float summation order (~1e-7 relative).
 Timings: `python -m xrayjax.models.profile_layers`.
 """
 
@@ -33,15 +39,49 @@ import numpy as np
 from jax import lax
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
+Padding = tuple[tuple[int, int], tuple[int, int]]  # zero padding (low, high) per spatial axis
 
 # Reference init: weights N(0, 0.02), biases 0.
 normal_init = nn.initializers.normal(stddev=0.02)
 
 REFLECT_CONV_FORMS = ("auto", "valid", "same_crop", "taps")
 UPSAMPLE_FORMS = ("auto", "transpose", "subpixel")
-# "auto" on CPU uses "taps" for convs to at most this many channels (measured: the 7×7 conv to 1
-# channel is ~4x faster fwd+bwd as taps; 64 channels would make the taps tensor 49x too big).
+WEIGHT_GRAD_FORMS = ("auto", "xla", "matmul")
+# "auto" on CPU uses "taps" for convs to at most this many channels (measured, 2-core CPU, 256²:
+# the 7×7 conv 64 -> 1 takes 161 ms fwd+bwd as taps, 534 ms as 'VALID', 748 ms as 'SAME'+crop;
+# for 64 output channels the taps tensor would be 49x the output).
 TAPS_MAX_FEATURES = 4
+# "auto" on CPU takes the matmul weight gradient for convs with at least this many output pixels
+# per image, or at most TAPS_MAX_FEATURES output channels. Measured fwd+bwd at 256² input: the
+# 64×64×256 residual convs 120 ms (vs 200), the subpixel convs 2x faster, the discriminator's conv
+# to 1 channel 10 ms (vs 27); on 32×32 maps neither form wins, and XLA's own compiles faster.
+MATMUL_GRAD_MIN_PIXELS = 64 * 64
+# The matmul weight gradient gathers all taps into one matrix (im2col) when kh·kw·Cin is at most
+# this, and runs one matmul per tap above it.
+IM2COL_MAX_DEPTH = 256
+
+
+def _resolve(form: str, forms: tuple[str, ...], on_cpu: str, elsewhere: str) -> str:
+    if form not in forms:
+        raise ValueError(f"unknown form {form!r}; expected one of {forms}")
+    if form != "auto":
+        return form
+    return on_cpu if jax.default_backend() == "cpu" else elsewhere
+
+
+def resolve_reflect_conv_form(form: str, features: int) -> str:
+    fast = "taps" if features <= TAPS_MAX_FEATURES else "same_crop"
+    return _resolve(form, REFLECT_CONV_FORMS, fast, "valid")
+
+
+def resolve_upsample_form(form: str) -> str:
+    return _resolve(form, UPSAMPLE_FORMS, "subpixel", "transpose")
+
+
+def resolve_weight_grad_form(form: str, out_pixels: int, features: int) -> str:
+    """The weight gradient form of a conv with `out_pixels` output pixels per image."""
+    big = out_pixels >= MATMUL_GRAD_MIN_PIXELS or features <= TAPS_MAX_FEATURES
+    return _resolve(form, WEIGHT_GRAD_FORMS, "matmul" if big else "xla", "xla")
 
 
 def instance_norm(dtype: Any = jnp.float32, name: str | None = None) -> nn.InstanceNorm:
@@ -56,13 +96,103 @@ def instance_norm(dtype: Any = jnp.float32, name: str | None = None) -> nn.Insta
     )
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, padding: Any, strides: int = 1) -> jax.Array:
-    """Plain NHWC/HWIO cross-correlation."""
-    return lax.conv_general_dilated(x, kernel, (strides, strides), padding, dimension_numbers=_DIMS)
-
-
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+# ---- convolution with a choice of weight gradient ----------------------------------------------
+
+
+def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DIMS)
+
+
+def _kernel_grad(x, dy, kernel_shape, stride: int, padding: Padding) -> jax.Array:
+    """Gradient of a conv's kernel: sum over output pixels of (input patch) ⊗ (output gradient)."""
+    kh, kw, cin, cout = kernel_shape
+    _, ho, wo, _ = dy.shape
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+
+    def tap(i, j):  # (N·Ho·Wo, Cin): the input pixel under kernel tap (i, j), per output pixel
+        rows = slice(i, i + stride * (ho - 1) + 1, stride)
+        cols = slice(j, j + stride * (wo - 1) + 1, stride)
+        return padded[:, rows, cols].reshape(-1, cin)
+
+    dy = dy.reshape(-1, cout)
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
+    if kh * kw * cin <= IM2COL_MAX_DEPTH:
+        patches = jnp.concatenate([tap(i, j) for i, j in taps], axis=1)  # (N·Ho·Wo, kh·kw·Cin)
+        dk = jnp.einsum("pk,pd->kd", patches, dy, preferred_element_type=jnp.float32)
+    else:
+        dk = jnp.stack(
+            [
+                jnp.einsum("pc,pd->cd", tap(i, j), dy, preferred_element_type=jnp.float32)
+                for i, j in taps
+            ]
+        )
+    return dk.reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_matmul_weight_grad(x, kernel, stride: int, padding: Padding) -> jax.Array:
+    return _lax_conv(x, kernel, stride, padding)
+
+
+def _conv_matmul_weight_grad_fwd(x, kernel, stride, padding):
+    return _lax_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_matmul_weight_grad_bwd(stride, padding, residuals, dy):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: _lax_conv(x, kernel, stride, padding), x)
+    (dx,) = input_vjp(dy)
+    dk = _kernel_grad(x, dy, kernel.shape, stride, padding)
+    return dx, dk.astype(kernel.dtype)
+
+
+_conv_matmul_weight_grad.defvjp(_conv_matmul_weight_grad_fwd, _conv_matmul_weight_grad_bwd)
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: int = 1,
+    padding: Any = ((0, 0), (0, 0)),
+    weight_grad: str = "xla",
+) -> jax.Array:
+    """NHWC × HWIO cross-correlation with zero padding ((lo, hi), (lo, hi)), no bias."""
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    kh, kw, _, features = kernel.shape
+    (top, bottom), (left, right) = padding
+    out_pixels = ((x.shape[1] + top + bottom - kh) // stride + 1) * (
+        (x.shape[2] + left + right - kw) // stride + 1
+    )
+    if resolve_weight_grad_form(weight_grad, out_pixels, features) == "matmul":
+        return _conv_matmul_weight_grad(x, kernel, stride, padding)
+    return _lax_conv(x, kernel, stride, padding)
+
+
+class PaddedConv(nn.Module):
+    """k×k conv with zero padding `padding` on every side and bias: PyTorch's Conv2d.
+
+    Parameters as nn.Conv's (names, shapes), so either module reads the other's checkpoints.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 1
+    weight_grad: str = "auto"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", normal_init, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        pad = (self.padding, self.padding)
+        return conv2d(x, kernel, self.stride, (pad, pad), self.weight_grad) + bias
 
 
 # ---- reflect-padded conv ---------------------------------------------------------------------
@@ -104,27 +234,15 @@ def taps_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _shifted_sum(z, kh, kw).astype(x.dtype)
 
 
-def resolve_reflect_conv_form(form: str, features: int) -> str:
-    if form not in REFLECT_CONV_FORMS:
-        raise ValueError(
-            f"unknown reflect conv form {form!r}; expected one of {REFLECT_CONV_FORMS}"
-        )
-    if form != "auto":
-        return form
-    if jax.default_backend() != "cpu":
-        return "valid"
-    return "taps" if features <= TAPS_MAX_FEATURES else "same_crop"
-
-
-def reflect_conv(x: jax.Array, kernel: jax.Array, form: str) -> jax.Array:
+def reflect_conv(x: jax.Array, kernel: jax.Array, form: str, weight_grad: str = "xla") -> jax.Array:
     """Stride-1 conv with an odd kernel over the input reflect-padded by kernel // 2 (no bias)."""
-    pad = kernel.shape[0] // 2
-    padded = reflect_pad(x, pad)
+    p = kernel.shape[0] // 2
+    padded = reflect_pad(x, p)
     form = resolve_reflect_conv_form(form, kernel.shape[-1])
     if form == "valid":
-        return conv2d(padded, kernel, "VALID")
-    if form == "same_crop":
-        return conv2d(padded, kernel, "SAME")[:, pad:-pad, pad:-pad]
+        return conv2d(padded, kernel, weight_grad=weight_grad)
+    if form == "same_crop":  # 'SAME' padding
+        return conv2d(padded, kernel, 1, ((p, p), (p, p)), weight_grad)[:, p:-p, p:-p]
     return taps_conv(padded, kernel)
 
 
@@ -134,6 +252,7 @@ class ReflectConv(nn.Module):
     features: int
     kernel_size: int
     form: str = "auto"
+    weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -144,7 +263,7 @@ class ReflectConv(nn.Module):
         kernel = self.param("kernel", normal_init, shape, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return reflect_conv(x, kernel, self.form) + bias
+        return reflect_conv(x, kernel, self.form, self.weight_grad) + bias
 
 
 # ---- PyTorch-aligned stride-2 transposed conv ------------------------------------------------
@@ -169,24 +288,17 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
     return k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
 
 
-def resolve_upsample_form(form: str) -> str:
-    if form not in UPSAMPLE_FORMS:
-        raise ValueError(f"unknown upsample form {form!r}; expected one of {UPSAMPLE_FORMS}")
-    if form != "auto":
-        return form
-    return "subpixel" if jax.default_backend() == "cpu" else "transpose"
-
-
-def conv_transpose_2x(x: jax.Array, kernel: jax.Array, form: str) -> jax.Array:
+def conv_transpose_2x(
+    x: jax.Array, kernel: jax.Array, form: str, weight_grad: str = "xla"
+) -> jax.Array:
     """PyTorch ConvTranspose2d(3, stride=2, padding=1, output_padding=1) without bias: H -> 2H."""
     if resolve_upsample_form(form) == "transpose":
         return lax.conv_transpose(x, kernel, (2, 2), ((1, 2), (1, 2)), dimension_numbers=_DIMS)
     n, height, width, _ = x.shape
     cout = kernel.shape[-1]
-    y = conv2d(x, subpixel_kernel(kernel), ((0, 1), (0, 1)))  # (N, H, W, 4·Cout)
-    y = y.reshape(n, height, width, 2, 2, cout).transpose(
-        0, 1, 3, 2, 4, 5
-    )  # (N, H, a_h, W, a_w, C)
+    y = conv2d(x, subpixel_kernel(kernel), 1, ((0, 1), (0, 1)), weight_grad)  # (N, H, W, 4·C)
+    y = y.reshape(n, height, width, 2, 2, cout)
+    y = y.transpose(0, 1, 3, 2, 4, 5)  # (N, H, a_h, W, a_w, Cout)
     return y.reshape(n, 2 * height, 2 * width, cout)
 
 
@@ -195,6 +307,7 @@ class ConvTranspose2x(nn.Module):
 
     features: int
     form: str = "auto"
+    weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -203,4 +316,4 @@ class ConvTranspose2x(nn.Module):
         kernel = self.param("kernel", normal_init, shape, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return conv_transpose_2x(x, kernel, self.form) + bias
+        return conv_transpose_2x(x, kernel, self.form, self.weight_grad) + bias

@@ -307,7 +307,9 @@ def convergence_figure(records: list[dict], size: tuple[int, int] = (640, 400)) 
     return image
 
 
-def _init_fn(engine: ClassifierEngine, config):
+def init_fn(engine: ClassifierEngine, config):
+    """rng → a fresh state for the configured image size."""
+
     def init(key: jax.Array) -> ClassifierState:
         return engine.init(key, (config.image_size, config.image_size, 1))
 
@@ -343,13 +345,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Cla
         workers=config.workers,
     )
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
-    init = jax.jit(_init_fn(engine, config), out_shardings=parallel.replicated(mesh))
-    rng = jax.random.PRNGKey(config.seed)
-    if ckpt.latest_step() is not None:
-        abstract = checkpoint.abstract_like(jax.eval_shape(init, rng), parallel.replicated(mesh))
-        state = ckpt.restore(abstract, data_it)
-    else:
-        state = init(rng)
+    state = ckpt.restore_or_init(
+        init_fn(engine, config), jax.random.PRNGKey(config.seed), parallel.replicated(mesh), data_it
+    )
     start = int(jax.device_get(state.step))
     write_config(config, workdir)
     if jax.process_index() == 0:
@@ -418,7 +416,7 @@ def evaluate(
         # The epoch length only matters to training; shapes do not depend on it.
         engine = build_engine(config, steps_per_epoch=1)
         abstract = checkpoint.abstract_like(
-            jax.eval_shape(_init_fn(engine, config), jax.random.PRNGKey(0)),
+            jax.eval_shape(init_fn(engine, config), jax.random.PRNGKey(0)),
             parallel.replicated(mesh),
         )
         state = ckpt.restore(abstract)

@@ -103,14 +103,9 @@ def write_config(config, workdir: pathlib.Path) -> None:
         path.write_text(json.dumps(config.to_dict(), indent=1, default=str) + "\n")
 
 
-def init_or_restore(engine: GanEngine, config, mesh, ckpt: checkpoint.Checkpointer, data_it):
-    """The latest checkpoint's state (and data position), or a fresh state."""
-    init = functools.partial(engine.init, image_shape=(config.image_size, config.image_size, 1))
-    rng = jax.random.PRNGKey(config.seed)
-    if ckpt.latest_step() is not None:
-        abstract = checkpoint.abstract_like(jax.eval_shape(init, rng), parallel.replicated(mesh))
-        return ckpt.restore(abstract, data_it)
-    return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
+def init_fn(engine: GanEngine, config):
+    """rng → a fresh state for the configured image size."""
+    return functools.partial(engine.init, image_shape=(config.image_size, config.image_size, 1))
 
 
 class SampleWriter:
@@ -174,7 +169,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Gan
         workers=config.workers,
     )
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
-    state = init_or_restore(engine, config, mesh, ckpt, data_it)
+    state = ckpt.restore_or_init(
+        init_fn(engine, config), jax.random.PRNGKey(config.seed), parallel.replicated(mesh), data_it
+    )
     start = int(jax.device_get(state.step))
     write_config(config, workdir)
     writer = runlog.MetricWriter(workdir, resume_step=start)

@@ -158,10 +158,9 @@ def load_classifier(workdir: str | pathlib.Path, mesh) -> _Classifier:
         if step is None:
             raise FileNotFoundError(f"eval.classifier_workdir={workdir}: no checkpoint")
         engine = classifier_trainer.build_engine(config, steps_per_epoch=1)
-        size = config.image_size
-        init = functools.partial(engine.init, image_shape=(size, size, 1))
         abstract = checkpoint.abstract_like(
-            jax.eval_shape(init, jax.random.PRNGKey(0)), parallel.replicated(mesh)
+            jax.eval_shape(classifier_trainer.init_fn(engine, config), jax.random.PRNGKey(0)),
+            parallel.replicated(mesh),
         )
         state = ckpt.restore(abstract)
     finally:
@@ -201,7 +200,7 @@ def _domain_pass(engine, gen_params, mesh, batch_size, config, domain, classifie
 
     preprocess = gan_trainer.domain_preprocess(config, domain.spec, augment=False)
     acc: dict[str, list] = collections.defaultdict(list)
-    for batch in inference._run_batches(domain.table, preprocess, mesh, batch_size, fn):
+    for batch in inference.run_batches(domain.table, preprocess, mesh, batch_size, fn):
         x, out, indices = batch.inputs, batch.outputs, batch.indices
         acc["index"] += indices.tolist()
         acc["figure/source"] += list(x[: max(0, FIGURE_IMAGES - len(acc["figure/source"]))])
