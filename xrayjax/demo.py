@@ -28,6 +28,7 @@ MULTI_GAN_STEPS = 200
 SYNTHETIC_PER_CLASS = 200
 SEEDS = 2
 CLASSIFIER_EPOCHS = 5
+GEOMETRY_MASKS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +137,8 @@ def _classifier_config(workdir: pathlib.Path):
     config.model.width = 8
     config.model.num_modules = 4
     config.global_batch = 16
+    config.log_every = 10
+    config.checkpoint_every = 100
     return config
 
 
@@ -179,6 +182,22 @@ def _evaluated(workdir: pathlib.Path) -> bool:
     return all(
         (workdir / d / "eval.json").exists() for d in ("cyclegan_normal", "multicyclegan_forearm")
     )
+
+
+def _geometry(workdir: pathlib.Path) -> None:
+    from xrayjax.evaluators import figures, geometry
+
+    out = workdir / "geometry"
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for part in ("forearm", "wrist"):
+        r = geometry.evaluate_on_phantoms(part, num=GEOMETRY_MASKS, seed=7, image_size=256)
+        results[part] = {k: v for k, v in r.items() if not isinstance(v, list)}
+        errors = [e for e in r["errors_deg"] if e is not None]
+        figures.error_histogram(errors, out / f"errors_{part}.png")
+    tmp = out / "radial_inclination.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out / "radial_inclination.json")
 
 
 def _report(workdir: pathlib.Path) -> None:
@@ -229,6 +248,12 @@ STAGES = (
         "translation quality, segmentation (eqs. 66, 67), radial inclination",
         _evaluate,
         _evaluated,
+    ),
+    Stage(
+        "geometry",
+        "radial inclination from 256×256 ground-truth phantom masks",
+        _geometry,
+        lambda w: (w / "geometry" / "radial_inclination.json").exists(),
     ),
     Stage("report", "write report.md", _report, lambda w: False),
 )

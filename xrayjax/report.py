@@ -75,32 +75,45 @@ def ablation_section(workdir: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
+def _mean(section, *path):
+    """section[path...] when present (a skipped part holds {"skipped": reason})."""
+    for key in path:
+        if not isinstance(section, dict) or key not in section:
+            return None
+        section = section[key]
+    return section
+
+
 def translation_section(workdir: pathlib.Path) -> str:
-    """Translation quality of the normal-class CycleGAN (synthetic B → natural A)."""
+    """Translation quality of the normal-class CycleGAN (synthetic B ↔ natural A)."""
     report = _load(workdir / "cyclegan_normal" / "eval.json")
-    lines = ["## Translation (CycleGAN, normal class: synthetic → natural)", ""]
+    lines = ["## Translation (CycleGAN, normal class)", ""]
     if report is None:
         return "\n".join(lines + ["Not evaluated yet.", ""])
-    translation = report.get("translation", report)
+    features = report.get("features", {})
     lines += [
-        "| pair | KID (translated) | KID (untranslated) | cycle L1 | cycle SSIM | "
-        "anatomy Dice | label preservation |",
+        "KID (kernel inception distance, ×1000, lower is closer) on "
+        f"{features.get('network', 'no features: ' + str(features.get('skipped')))}: between real "
+        "target-domain images and translations, and untranslated sources as the reference. "
+        "Anatomy: Dice between the source bone mask and the bone found in the image (per-image "
+        "Otsu threshold), translated and untranslated.",
+        "",
+        "| generator | KID translated | KID untranslated | cycle L1 | cycle SSIM | "
+        "anatomy Dice translated | anatomy Dice untranslated |",
         "|---|---|---|---|---|---|---|",
     ]
-    for pair, values in sorted(translation.items()):
-        if not isinstance(values, dict):
-            continue
-        kid = _find(values, "kid_translated") or _find(values, "kid")
-        kid_ref = _find(values, "kid_untranslated") or _find(values, "kid_reference")
-        kid_text = _fmt(kid[0] if isinstance(kid, list) else kid, 4)
-        ref_text = _fmt(kid_ref[0] if isinstance(kid_ref, list) else kid_ref, 4)
+    for pair, values in sorted(report.get("translation", {}).items()):
+        kid = _mean(values, "kid", "translated", "mean")
+        kid_ref = _mean(values, "kid", "untranslated_source", "mean")
         lines.append(
-            f"| G_{pair} | {kid_text} | {ref_text} | {_fmt(_find(values, 'cycle_l1'))} | "
-            f"{_fmt(_find(values, 'cycle_ssim') or _find(values, 'ssim'))} | "
-            f"{_fmt(_find(values, 'anatomy_dice'))} | "
-            f"{_fmt(_find(values, 'label_preservation_accuracy'))} |"
+            f"| G_{pair} ({_mean(values, 'source')} → {_mean(values, 'target')}) | "
+            f"{_fmt(kid and kid * 1000, 2)} | {_fmt(kid_ref and kid_ref * 1000, 2)} | "
+            f"{_fmt(_mean(values, 'cycle', 'l1_mean'))} | "
+            f"{_fmt(_mean(values, 'cycle', 'ssim_mean'))} | "
+            f"{_fmt(_mean(values, 'anatomy_preservation', 'translated', 'dice_mean'))} | "
+            f"{_fmt(_mean(values, 'anatomy_preservation', 'untranslated_source', 'dice_mean'))} |"
         )
-    figures = sorted((workdir / "cyclegan_normal" / "eval").glob("*translation*.png"))
+    figures = sorted((workdir / "cyclegan_normal" / "eval").glob("translation_*.png"))
     lines += [""] + [_figure(workdir, f, f.stem) for f in figures[:2]]
     return "\n".join(lines)
 
@@ -112,29 +125,57 @@ def segmentation_section(workdir: pathlib.Path) -> str:
     if report is None:
         return "\n".join(lines + ["Not evaluated yet.", ""])
     segmentation = report.get("segmentation", {})
-    lines += [
-        "| method | Dice | IoU | 95% boundary distance (px) | radial inclination MAE (°) |",
-        "|---|---|---|---|---|",
-    ]
     geometry = report.get("radial_inclination", {})
-    for method in ("eq66", "eq67"):
-        values = segmentation.get(method, {})
+    lines += [
+        "| method | Dice | IoU | 95% boundary distance (px) | radial inclination MAE (°) "
+        "| measured / failed |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [("eq66", "eq. 66: G_CB(G_BA(a))"), ("eq67", "eq. 67: G_CB(a)")]
+    for key, label in rows + [("ground_truth_masks", "ground-truth masks")]:
+        values = segmentation.get(key, {})
+        angles = geometry.get(key, {})
+        dice = f"{_fmt(_find(values, 'dice_mean'))} ± {_fmt(_find(values, 'dice_std'))}"
+        if key == "ground_truth_masks":
+            dice = "1 (by definition)"
         lines.append(
-            f"| {method} | {_fmt(_find(values, 'dice_mean'))} ± {_fmt(_find(values, 'dice_std'))} "
-            f"| {_fmt(_find(values, 'iou_mean'))} | "
+            f"| {label} | {dice} | {_fmt(_find(values, 'iou_mean'))} | "
             f"{_fmt(_find(values, 'boundary_distance_95_mean'), 1)} | "
-            f"{_fmt(_find(geometry.get(method, {}), 'mae_deg'), 2)} |"
+            f"{_fmt(angles.get('mae_deg'), 2)} | "
+            f"{angles.get('num_measured', 'n/a')} / {angles.get('num_failures', 'n/a')} |"
         )
-    truth = geometry.get("ground_truth", {})
     lines += [
         "",
-        f"Radial inclination measured on the ground-truth masks: MAE "
-        f"{_fmt(_find(truth, 'mae_deg'), 2)}° ({_find(truth, 'num_failures') or 0} "
-        "failures); the best published automated method reaches 1.4 ± 1.2°.",
+        "Radial inclination needs the distal radius to span enough pixels: on 256×256 phantom "
+        "masks the measurement's MAE is about 0.3° (`xrayjax.evaluators.geometry."
+        "evaluate_on_phantoms`); at the demo's 64×64 most masks are too coarse to measure, and "
+        "failures are counted, not guessed. The best published automated method reaches "
+        "1.4 ± 1.2°.",
         "",
     ]
-    figures = sorted((workdir / "multicyclegan_forearm" / "eval").glob("*.png"))
-    lines += [_figure(workdir, f, f.stem) for f in figures[:4]]
+    figures = sorted((workdir / "multicyclegan_forearm" / "eval").glob("segmentation_*.png"))
+    lines += [_figure(workdir, f, f.stem) for f in figures]
+    return "\n".join(lines)
+
+
+def geometry_section(workdir: pathlib.Path) -> str:
+    """Radial inclination measured on 256×256 ground-truth phantom masks."""
+    results = _load(workdir / "geometry" / "radial_inclination.json")
+    lines = ["## Radial inclination on 256×256 ground-truth masks", ""]
+    if results is None:
+        return "\n".join(lines + ["Not measured yet.", ""])
+    lines += [
+        "| body part | masks | MAE (°) | median (°) | max (°) | failures |",
+        "|---|---|---|---|---|---|",
+    ]
+    for part, r in results.items():
+        lines.append(
+            f"| {part} | {r['num']} | {_fmt(r['mae_deg'], 2)} | "
+            f"{_fmt(r['median_abs_error_deg'], 2)} | {_fmt(r['max_abs_error_deg'], 2)} | "
+            f"{r['num_failures']} |"
+        )
+    lines += ["", "Target ≤ 1.5°; the best published automated method reaches 1.4 ± 1.2°.", ""]
+    lines.append(_figure(workdir, workdir / "geometry" / "errors_forearm.png", "errors"))
     return "\n".join(lines)
 
 
@@ -161,6 +202,7 @@ def write_demo_report(workdir: str | pathlib.Path) -> pathlib.Path:
         ablation_section(workdir),
         translation_section(workdir),
         segmentation_section(workdir),
+        geometry_section(workdir),
         timing_section(workdir),
     ]
     path = workdir / "report.md"
