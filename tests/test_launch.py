@@ -49,6 +49,8 @@ def test_local_sh_trains_runlocal(phantom_data_dir, tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().split()]
+    steps = [
+        json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [1, 2]
     assert json.loads((workdir / "config.json").read_text())["domains"]["A"]["labels"] == [1]

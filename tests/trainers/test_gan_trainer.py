@@ -131,5 +131,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(phantom_data_dir, 
     assert result.returncode == 3
     assert "step 6: non-finite" in result.stderr and "train/loss_g=nan" in result.stderr
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [4]
-    steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().split()]
+    steps = [
+        json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [2, 4]
