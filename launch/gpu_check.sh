@@ -8,7 +8,7 @@
 #
 # Usage:   launch/gpu_check.sh [OUTPUT_DIR]        (default: $OUT, else runs/gpu_check)
 # Environment (all optional):
-#   PYTHON       interpreter (default python3)
+#   PYTHON       interpreter (default: .venv/bin/python if present, else python3)
 #   BATCHES      global batches to benchmark (default "1 8 32")
 #   DTYPES       compute dtypes (default "float32 bfloat16")
 #   STEPS        timed steps per benchmark (default 5)
@@ -16,7 +16,9 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-PYTHON=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$root/.venv/bin/python" ]; then PYTHON="$root/.venv/bin/python"; else PYTHON=python3; fi
+fi
 out=${1:-${OUT:-runs/gpu_check}}
 mkdir -p "$out"
 BATCHES=${BATCHES:-"1 8 32"}
@@ -68,7 +70,7 @@ fi
 import datetime, json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 kind = next((r["device_kind"] for r in rows if "device_kind" in r), "?")
-lines = [f"CycleGAN training step, full-size models, {kind}, {datetime.date.today()}", "",
+lines = [f"CycleGAN training step (configs/cyclegan_forearm.py), {kind}, {datetime.date.today()}", "",
          "| dtype | image | global batch | step (s) | images/s | MFU | compile (s) |",
          "|---|---|---|---|---|---|---|"]
 for r in rows:
