@@ -13,6 +13,7 @@ the same numbers on 1 or 4 devices and after a resume.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -86,6 +87,29 @@ class GanEngine:
             rng=jax.random.fold_in(rng, 1 << 20),
         )
 
+    @functools.cached_property
+    def _generate_train(self):
+        """G(images) with dropout keyed per example, as one jitted function.
+
+        The loss calls a generator 3 times per pair (translation, cycle, identity): jitting the
+        call makes jax trace the network once per image shape instead of once per call, which
+        cuts the step's tracing time several-fold; XLA inlines it, so the program is the same.
+        """
+
+        def apply(params, images, keys):
+            def one(image, k):
+                out = self.generator.apply(params, image[None], train=True, rngs={"dropout": k})
+                return out[0]
+
+            return jax.vmap(one)(images, keys)
+
+        return jax.jit(apply)
+
+    @functools.cached_property
+    def _discriminate(self):
+        """D(images) as one jitted function, traced once per image shape (see above)."""
+        return jax.jit(self.discriminator.apply)
+
     def _translator(self, gen_params, key, train: bool):
         """generate(pair, images) with a fresh dropout key per call and per example."""
         uses = iter(range(1 << 30))
@@ -95,18 +119,13 @@ class GanEngine:
             if not train:
                 return self.generator.apply(params, images, train=False)
             keys = example_keys(jax.random.fold_in(key, next(uses)), images.shape[0])
-
-            def one(image, k):
-                out = self.generator.apply(params, image[None], train=True, rngs={"dropout": k})
-                return out[0]
-
-            return jax.vmap(one)(images, keys)
+            return self._generate_train(params, images, keys)
 
         return generate
 
     def _scorer(self, disc_params):
         def discriminate(name: str, images: jax.Array) -> jax.Array:
-            return self.discriminator.apply({"params": disc_params[name]}, images)
+            return self._discriminate({"params": disc_params[name]}, images)
 
         return discriminate
 
