@@ -75,8 +75,6 @@ def run_batches(table, preprocess, mesh, global_batch, fn: Callable) -> Iterator
         table,
         preprocess,
         global_batch=global_batch,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
     )
 
     def run(batch):

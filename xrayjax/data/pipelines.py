@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 
 import grain
+import jax
 import numpy as np
 
 from xrayjax.data.sources import RecordTable
@@ -97,8 +98,15 @@ def _global_stream(table: RecordTable, preprocess: Preprocess, seed: int) -> gra
     return ds.random_map(preprocess, seed=seed + 1)
 
 
-def _finish(ds, local_batch, workers, drop_remainder=True) -> grain.DatasetIterator:
-    ds = ds.batch(local_batch, drop_remainder=drop_remainder).to_iter_dataset()
+def _process_batches(
+    stream, global_batch, process_index, process_count, workers, length=sys.maxsize
+) -> grain.DatasetIterator:
+    """This process's rows of each global batch of `stream`, batched (and prefetched)."""
+    if process_index is None or process_count is None:
+        process_index, process_count = jax.process_index(), jax.process_count()
+    local = per_process_batch(global_batch, process_count)
+    view = _ProcessView(stream, global_batch, process_index, process_count, length)
+    ds = view.batch(local, drop_remainder=True).to_iter_dataset()
     if workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return iter(ds)
@@ -110,15 +118,16 @@ def train_iterator(
     *,
     global_batch: int,
     seed: int,
-    process_index: int = 0,
-    process_count: int = 1,
+    process_index: int | None = None,
+    process_count: int | None = None,
     workers: int = 0,
 ) -> grain.DatasetIterator:
-    """Endless shuffled, augmented batches of this process's rows of each global batch."""
-    local = per_process_batch(global_batch, process_count)
+    """Endless shuffled, augmented batches of this process's rows of each global batch.
+
+    `process_index`/`process_count` default to this process's place in the jax runtime.
+    """
     stream = _global_stream(table, preprocess, seed)
-    view = _ProcessView(stream, global_batch, process_index, process_count, sys.maxsize)
-    return _finish(view, local, workers)
+    return _process_batches(stream, global_batch, process_index, process_count, workers)
 
 
 def unpaired_iterator(
@@ -126,20 +135,18 @@ def unpaired_iterator(
     *,
     global_batch: int,
     seed: int,
-    process_index: int = 0,
-    process_count: int = 1,
+    process_index: int | None = None,
+    process_count: int | None = None,
     workers: int = 0,
 ) -> grain.DatasetIterator:
     """Batches {domain name: batch} from domains shuffled and repeated each on its own."""
-    local = per_process_batch(global_batch, process_count)
     names = tuple(domains)
     streams = [
         _global_stream(table, preprocess, seed + 1000 * i)
         for i, (table, preprocess) in enumerate(domains.values())
     ]
     zipped = grain.experimental.ZipMapDataset(streams).map(_Zip(names))
-    view = _ProcessView(zipped, global_batch, process_index, process_count, sys.maxsize)
-    return _finish(view, local, workers)
+    return _process_batches(zipped, global_batch, process_index, process_count, workers)
 
 
 def eval_batches(table: RecordTable, global_batch: int) -> int:
@@ -152,15 +159,17 @@ def eval_iterator(
     preprocess: Preprocess,
     *,
     global_batch: int,
-    process_index: int = 0,
-    process_count: int = 1,
+    process_index: int | None = None,
+    process_count: int | None = None,
     workers: int = 0,
 ) -> grain.DatasetIterator:
     """One pass in table order, unaugmented; the last global batch is padded, with `valid` False."""
     if preprocess.augment:
         preprocess = dataclasses.replace(preprocess, augment=False)
-    local = per_process_batch(global_batch, process_count)
+    if process_index is None or process_count is None:
+        process_index, process_count = jax.process_index(), jax.process_count()
     padded = eval_batches(table, global_batch) * global_batch
     stream = grain.MapDataset.range(padded).map(_Padded(table, preprocess))
-    view = _ProcessView(stream, global_batch, process_index, process_count, padded // process_count)
-    return _finish(view, local, workers)
+    # A whole number of local batches: every process gets every global batch's rows.
+    length = padded // process_count
+    return _process_batches(stream, global_batch, process_index, process_count, workers, length)

@@ -218,8 +218,6 @@ class Evaluator:
             self.table,
             self.preprocess,
             global_batch=self.config.global_batch,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
             workers=self.config.workers if len(self.table) >= _EVAL_WORKERS_FROM else 0,
         )
         probabilities = np.full(len(self.table), np.nan)
@@ -340,8 +338,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Cla
         mixed,
         global_batch=config.global_batch,
         seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
         workers=config.workers,
     )
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)

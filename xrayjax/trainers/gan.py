@@ -164,8 +164,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Gan
         },
         global_batch=config.global_batch,
         seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
         workers=config.workers,
     )
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
