@@ -3,7 +3,7 @@
 # (256×256, global batch 1, 8 and 32, float32 and bfloat16) as a table of step time, images/s
 # and MFU. Made for a fresh single-GPU machine without network access (about 5 minutes):
 # it installs nothing from the network. Python packages the machine lacks come from wheels in
-# .whl/ (see docs/performance.md for the list); xrayjax itself runs from this source tree.
+# .whl/ (launch/offline_wheels.sh makes them); xrayjax itself runs from this source tree.
 # On a machine without an accelerator it runs what it can and says what it skipped.
 #
 # Usage:   launch/gpu_check.sh [OUTPUT_DIR]        (default: $OUT, else runs/gpu_check)
@@ -47,7 +47,11 @@ if [ "$backend" = cpu ]; then
 else
   pytest_env=(env JAX_PLATFORMS="")  # let jax use the accelerator inside the test process
 fi
-"${pytest_env[@]}" "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 | tee "$out/gpu_tests.log"
+tests_failed=0
+"${pytest_env[@]}" "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 \
+  | tee "$out/gpu_tests.log" || tests_failed=1
+# The benchmark still runs: its table is worth having even when a test fails.
+[ "$tests_failed" = 0 ] || echo "gpu tests FAILED (see $out/gpu_tests.log); benchmarking anyway"
 
 echo "== CycleGAN step benchmark =="
 bench="$out/benchmark.jsonl"
@@ -55,12 +59,12 @@ bench="$out/benchmark.jsonl"
 if [ "$backend" = cpu ]; then
   echo "no GPU or TPU backend: the full-size table is skipped; one runlocal-size step proves the path"
   "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py:runlocal --steps=2 \
-    --global_batch=1 2>/dev/null | tee -a "$bench"
+    --global_batch=1 2>>"$out/benchmark.err" | tee -a "$bench"
 else
   for dtype in $DTYPES; do
     for batch in $BATCHES; do
       "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py --image_size=256 \
-        --global_batch="$batch" --steps="$STEPS" --config.dtype="$dtype" 2>/dev/null \
+        --global_batch="$batch" --steps="$STEPS" --config.dtype="$dtype" 2>>"$out/benchmark.err" \
         | tee -a "$bench" || echo "{\"dtype\": \"$dtype\", \"global_batch\": $batch, \"error\": \"failed\"}" >> "$bench"
     done
   done
@@ -84,3 +88,7 @@ text = "\n".join(lines) + "\n"
 open(sys.argv[2], "w").write(text)
 print(text)
 PY
+if [ "$tests_failed" != 0 ]; then
+  echo "gpu tests failed: see $out/gpu_tests.log" >&2
+  exit 1
+fi
