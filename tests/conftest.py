@@ -1,5 +1,6 @@
 """Test setup: four fake CPU devices, set before anything imports jax."""
 
+import importlib
 import os
 import tempfile
 
@@ -49,3 +50,52 @@ def phantom_data_dir(tmp_path_factory):
     ):
         phantom.build(spec, data_dir, size=64, overwrite=False)
     return data_dir
+
+
+def _reference_run(config: str, overrides: tuple, data_dir, workdir):
+    import main_process
+
+    result = main_process.run(config, workdir, data_dir, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+@pytest.fixture(scope="session")
+def gan_reference(phantom_data_dir, tmp_path_factory):
+    """The runlocal CycleGAN trained to the end, uninterrupted, in one process × 4 devices."""
+    from main_process import GAN, GAN_OVERRIDES
+
+    return _reference_run(GAN, GAN_OVERRIDES, phantom_data_dir, tmp_path_factory.mktemp("gan"))
+
+
+@pytest.fixture(scope="session")
+def classifier_reference(phantom_data_dir, tmp_path_factory):
+    """The runlocal classifier trained to the end, uninterrupted: (workdir, result, eval.json)."""
+    from main_process import CLASSIFIER, CLASSIFIER_OVERRIDES
+
+    workdir, result = _reference_run(
+        CLASSIFIER, CLASSIFIER_OVERRIDES, phantom_data_dir, tmp_path_factory.mktemp("classifier")
+    )
+    return workdir, result, (workdir / "eval.json").read_text()
+
+
+@pytest.fixture(scope="session")
+def tiny_gan(phantom_data_dir, tmp_path_factory):
+    """tiny_gan(config name) → (config, workdir, final state): the runlocal variant with one
+    residual block trained 2 steps, once per session and name (tests only read its workdir)."""
+    trained = {}
+
+    def train(name: str):
+        if name not in trained:
+            from xrayjax.trainers import gan
+
+            config = importlib.import_module(f"configs.{name}").get_config("data=phantom,runlocal")
+            config.data_dir = str(phantom_data_dir)
+            config.total_steps = 2
+            config.log_every = 1
+            config.model.num_blocks = 1  # compiles faster; the block count has its own tests
+            workdir = tmp_path_factory.mktemp(name)
+            trained[name] = config, workdir, gan.train(config, workdir)
+        return trained[name]
+
+    return train

@@ -1,7 +1,5 @@
 """Translating and segmenting with trained GANs writes complete, labelled datasets once."""
 
-import importlib
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -9,16 +7,6 @@ import tensorflow_datasets as tfds
 from data_prep import builder
 from xrayjax import inference
 from xrayjax.data import sources, transforms
-from xrayjax.trainers import gan
-
-
-def _train(name, data_dir, workdir):
-    config = importlib.import_module(f"configs.{name}").get_config("data=phantom,runlocal")
-    config.data_dir = str(data_dir)
-    config.total_steps = 2
-    config.model.num_blocks = 1
-    gan.train(config, workdir)
-    return config
 
 
 def _records(data_dir, name):
@@ -29,9 +17,9 @@ def _records(data_dir, name):
 
 
 @pytest.fixture(scope="module")
-def cyclegan(phantom_data_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("cg")
-    return _train("cyclegan_forearm", phantom_data_dir, workdir), workdir
+def cyclegan(tiny_gan):
+    config, workdir, _ = tiny_gan("cyclegan_forearm")
+    return config, workdir
 
 
 def test_translate_writes_labelled_dataset_once(cyclegan, phantom_data_dir, tmp_path):
@@ -102,13 +90,13 @@ def test_translate_bad_input(cyclegan, tmp_path):
     assert not builder.dataset_exists(tmp_path, "x")
 
 
-def test_segment_both_equations(phantom_data_dir, tmp_path):
-    config = _train("multicyclegan_forearm", phantom_data_dir, tmp_path / "mcg")
+def test_segment_both_equations(tiny_gan, tmp_path):
+    config, workdir, _ = tiny_gan("multicyclegan_forearm")
     for equation in ("66", "67"):
         name = f"seg_{equation}"
         inference.segment(
             config,
-            tmp_path / "mcg",
+            workdir,
             source="phantom_forearm_radiograph:test",
             equation=equation,
             output=name,

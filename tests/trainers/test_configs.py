@@ -6,8 +6,6 @@ import pathlib
 
 import pytest
 
-from xrayjax.trainers import gan
-
 CONFIGS = sorted(
     p.stem
     for p in (pathlib.Path(__file__).parents[2] / "configs").glob("*.py")
@@ -47,14 +45,9 @@ def test_cyclegan_variants_filter_labels():
 
 
 @pytest.mark.parametrize("name", GAN_CONFIGS)
-def test_runlocal_trains_two_steps(name, phantom_data_dir, tmp_path):
-    config = importlib.import_module(f"configs.{name}").get_config("data=phantom,runlocal")
-    config.data_dir = str(phantom_data_dir)
-    config.total_steps = 2
-    config.log_every = 1
-    config.model.num_blocks = 1  # compiles faster; the block count has its own tests
-    state = gan.train(config, tmp_path)
+def test_runlocal_trains_two_steps(name, tiny_gan):
+    config, workdir, state = tiny_gan(name)
     assert int(state.step) == 2
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
     assert len(state.gen_params) == len(config.domains) * (len(config.domains) - 1)

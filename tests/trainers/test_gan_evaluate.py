@@ -1,7 +1,7 @@
 """`--mode evaluate` on a GAN workdir: eval.json's sections, its numbers and the figures.
 
-A tiny multi-cycleGAN (2 steps) is trained once per module; its numbers are noise, so the tests
-check ranges, counts and the skip reasons, not quality.
+The session's tiny multi-cycleGAN (2 steps, conftest) is evaluated once per module; its numbers
+are noise, so the tests check ranges, counts and the skip reasons, not quality.
 """
 
 import copy
@@ -15,28 +15,18 @@ import cv2
 import numpy as np
 import pytest
 
-from configs import classifier_forearm, multicyclegan_forearm
+from configs import classifier_forearm
 from xrayjax.evaluators import geometry
-from xrayjax.trainers import classifier, gan, gan_evaluate
+from xrayjax.trainers import classifier, gan_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAIRS = {"AB", "AC", "BA", "BC", "CA", "CB"}
 NUM_A = 12  # phantom_forearm_radiograph test split in the fixture
 
 
-def _config(data_dir):
-    config = multicyclegan_forearm.get_config("data=phantom,runlocal")
-    config.data_dir = str(data_dir)
-    config.total_steps = 2
-    config.model.num_blocks = 1
-    return config
-
-
 @pytest.fixture(scope="module")
-def trained(phantom_data_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("mcg")
-    config = _config(phantom_data_dir)
-    gan.train(config, workdir)
+def trained(tiny_gan):
+    config, workdir, _ = tiny_gan("multicyclegan_forearm")
     return config, workdir
 
 
