@@ -261,6 +261,12 @@ STAGES = (
 
 def run(workdir: pathlib.Path, only: list[str] | None = None) -> dict[str, float]:
     """Run every stage not yet done; returns (and records) each stage's seconds."""
+    unknown = sorted(set(only or ()) - {stage.name for stage in STAGES})
+    if unknown:
+        raise ValueError(
+            f"unknown stage(s) {', '.join(unknown)}; the stages are: "
+            + ", ".join(stage.name for stage in STAGES)
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     times_path = workdir / "stage_times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
@@ -295,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
 
     parallel.enable_compilation_cache()
     start = time.perf_counter()
-    run(args.workdir, args.only.split(",") if args.only else None)
+    try:
+        run(args.workdir, args.only.split(",") if args.only else None)
+    except ValueError as err:
+        parser.error(str(err))
     print(f"demo finished in {time.perf_counter() - start:.0f} s; see {args.workdir / 'report.md'}")
 
 
