@@ -136,7 +136,6 @@ def test_thesis_networks_one_and_four_devices_agree(phantom_data_dir):
 
     config = cyclegan_forearm.get_config("data=phantom,runlocal")
     config.image_size = 32
-    config.model.num_blocks = 1  # every layer kind is in it; more blocks only compile longer
     engine = gan_trainer.build_engine(config, steps_per_epoch=2, total_steps=10)
     rng = np.random.default_rng(1)
     batches = [
