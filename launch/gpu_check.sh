@@ -25,9 +25,21 @@ BATCHES=${BATCHES:-"1 8 32"}
 DTYPES=${DTYPES:-"float32 bfloat16"}
 STEPS=${STEPS:-5}
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+needs="import grain, tensorflow_datasets, array_record, ml_collections, tensorboardX"
+if ! "$PYTHON" -c "$needs" 2>/dev/null; then
+  # The interpreter lacks part of the stack: take it from the wheels carried in .whl/.
+  if ! compgen -G ".whl/*.whl" >/dev/null; then
+    echo "$PYTHON lacks grain/tensorflow-datasets/ml-collections/tensorboardX and .whl/ has no" \
+      "wheels: make them with launch/offline_wheels.sh on a machine with a network" >&2
+    exit 2
+  fi
   site=/tmp/xrayjax-site
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" .whl/*.whl
+  if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" \
+    .whl/*.whl; then
+    echo "the wheels in .whl/ do not install on $("$PYTHON" --version); launch/offline_wheels.sh" \
+      "makes them for Python 3.12" >&2
+    exit 2
+  fi
   export PYTHONPATH="$site:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$root:${PYTHONPATH:-}"
@@ -59,27 +71,27 @@ bench="$out/benchmark.jsonl"
 if [ "$backend" = cpu ]; then
   echo "no GPU or TPU backend: the full-size table is skipped; one runlocal-size step proves the path"
   "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py:runlocal --steps=2 \
-    --global_batch=1 2>>"$out/benchmark.err" | tee -a "$bench"
+    --global_batches=1 --dtypes=float32 2>>"$out/benchmark.err" | tee -a "$bench"
 else
-  for dtype in $DTYPES; do
-    for batch in $BATCHES; do
-      "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py --image_size=256 \
-        --global_batch="$batch" --steps="$STEPS" --config.dtype="$dtype" 2>>"$out/benchmark.err" \
-        | tee -a "$bench" || echo "{\"dtype\": \"$dtype\", \"global_batch\": $batch, \"error\": \"failed\"}" >> "$bench"
-    done
-  done
+  # One process for the whole table (imports and set-up once); a size that fails, out of memory
+  # say, prints its error line and the sweep goes on. Compiled programs are cached on disk, so
+  # a rerun after a timeout skips the compiles already done.
+  "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py --image_size=256 \
+    --global_batches="${BATCHES// /,}" --dtypes="${DTYPES// /,}" --steps="$STEPS" \
+    2>>"$out/benchmark.err" | tee -a "$bench" \
+    || echo '{"dtype": "-", "global_batch": "-", "error": "the benchmark process failed"}' >> "$bench"
 fi
 
 "$PYTHON" - "$bench" "$out/performance.md" <<'PY'
 import datetime, json, sys
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 kind = next((r["device_kind"] for r in rows if "device_kind" in r), "?")
 lines = [f"CycleGAN training step (configs/cyclegan_forearm.py), {kind}, {datetime.date.today()}", "",
          "| dtype | image | global batch | step (s) | images/s | MFU | compile (s) |",
          "|---|---|---|---|---|---|---|"]
 for r in rows:
     if "error" in r:
-        lines.append(f"| {r['dtype']} | 256 | {r['global_batch']} | failed | | | |")
+        lines.append(f"| {r['dtype']} | 256 | {r['global_batch']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | |")
         continue
     mfu = f"{r['mfu']:.1%}" if "mfu" in r else "n/a"
     lines.append(f"| {r['dtype']} | {r['image_size']} | {r['global_batch']} | "

@@ -3,14 +3,19 @@
     python -m xrayjax.benchmark --config configs/cyclegan_forearm.py [--image-size 256] \
         [--global-batch 1] [--steps 10] [--config.dtype=bfloat16] \
         [--config.model.upsample=transpose]
+    python -m xrayjax.benchmark --config configs/cyclegan_forearm.py --image-size 256 \
+        --global-batches 1,8,32 --dtypes float32,bfloat16       # a table in one process
 
-Prints one JSON line: compile_s, step_s_median, images_per_s, flops_per_step (XLA's cost
-analysis of the per-device compiled program), devices, device_kind, and mfu where the
-device's peak is known.
+Prints one JSON line per (dtype, global batch): compile_s, step_s_median, images_per_s,
+flops_per_step (XLA's cost analysis of the per-device compiled program), devices, device_kind,
+and mfu where the device's peak is known. In a sweep, a size that fails (out of memory, say)
+prints its error and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import time
 
@@ -25,8 +30,11 @@ config_flags.DEFINE_config_file("config", None, "experiment config file", lock_c
 flags.DEFINE_integer("image_size", None, "override config.image_size")
 flags.DEFINE_integer("global_batch", None, "override config.global_batch")
 flags.DEFINE_integer("steps", 10, "timed steps after the compiling one")
+flags.DEFINE_list("global_batches", None, "sweep these global batches (one JSON line each)")
+flags.DEFINE_list("dtypes", None, "sweep these compute dtypes, e.g. float32,bfloat16")
 flags.DEFINE_alias("image-size", "image_size")  # both spellings, as in the README
 flags.DEFINE_alias("global-batch", "global_batch")
+flags.DEFINE_alias("global-batches", "global_batches")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -128,6 +136,20 @@ def benchmark(config, steps: int) -> dict:
     return result
 
 
+def sweep(config, dtypes: list[str], batches: list[int], steps: int):
+    """benchmark() for every (dtype, global batch), yielding each result or its error."""
+    for dtype, batch in itertools.product(dtypes, batches):
+        run = copy.deepcopy(config)
+        with run.unlocked():
+            run.dtype, run.global_batch = dtype, batch
+        try:
+            yield benchmark(run, steps)
+        except Exception as err:  # one size failing (out of memory, say) must not lose the rest
+            if len(dtypes) * len(batches) == 1:
+                raise
+            yield {"dtype": dtype, "global_batch": batch, "error": f"{type(err).__name__}: {err}"}
+
+
 def main(argv) -> None:
     """absl main."""
     del argv
@@ -137,7 +159,20 @@ def main(argv) -> None:
             config.image_size = FLAGS.image_size
         if FLAGS.global_batch:
             config.global_batch = FLAGS.global_batch
-    print(json.dumps(benchmark(config, FLAGS.steps)), flush=True)
+    from xrayjax.trainers.gan import DTYPES  # the trainers' import cost only once flags are fine
+
+    dtypes = FLAGS.dtypes or [config.dtype]
+    if unknown := [d for d in dtypes if d not in DTYPES]:
+        raise app.UsageError(f"unknown dtype(s) {', '.join(unknown)}; allowed: {', '.join(DTYPES)}")
+    try:
+        batches = [int(b) for b in FLAGS.global_batches or [config.global_batch]]
+    except ValueError:
+        message = f"--global_batches takes integers, got {FLAGS.global_batches}"
+        raise app.UsageError(message) from None
+    # A rerun (after a timeout, say) loads the programs compiled so far instead of recompiling.
+    parallel.enable_compilation_cache()
+    for result in sweep(config, dtypes, batches, FLAGS.steps):
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
