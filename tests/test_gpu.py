@@ -13,7 +13,8 @@ def test_bfloat16_and_float32_steps_agree():
     from xrayjax.trainers import gan
 
     rng = np.random.default_rng(0)
-    batch = {d: {"image": rng.uniform(-1, 1, (2, 64, 64, 1)).astype(np.float32)} for d in "AB"}
+    rows = 2 * jax.device_count()  # divides over every accelerator of the machine
+    batch = {d: {"image": rng.uniform(-1, 1, (rows, 64, 64, 1)).astype(np.float32)} for d in "AB"}
     losses = {}
     for dtype in ("float32", "bfloat16"):
         config = cyclegan_forearm.get_config("runlocal")
