@@ -259,14 +259,19 @@ STAGES = (
 )
 
 
-def run(workdir: pathlib.Path, only: list[str] | None = None) -> dict[str, float]:
-    """Run every stage not yet done; returns (and records) each stage's seconds."""
-    unknown = sorted(set(only or ()) - {stage.name for stage in STAGES})
+def check_stage_names(names: list[str]) -> None:
+    """ValueError naming every stage when one of `names` is not a stage."""
+    unknown = sorted(set(names) - {stage.name for stage in STAGES})
     if unknown:
         raise ValueError(
             f"unknown stage(s) {', '.join(unknown)}; the stages are: "
             + ", ".join(stage.name for stage in STAGES)
         )
+
+
+def run(workdir: pathlib.Path, only: list[str] | None = None) -> dict[str, float]:
+    """Run every stage not yet done; returns (and records) each stage's seconds."""
+    check_stage_names(only or [])
     workdir.mkdir(parents=True, exist_ok=True)
     times_path = workdir / "stage_times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
@@ -296,15 +301,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/demo"))
     parser.add_argument("--only", help="comma-separated stage names to run (default: all)")
     args = parser.parse_args(argv)
+    only = args.only.split(",") if args.only else None
+    try:
+        check_stage_names(only or [])
+    except ValueError as err:
+        parser.error(str(err))
     flags.FLAGS.mark_as_parsed()  # grain workers read absl flags
     from xrayjax import parallel
 
     parallel.enable_compilation_cache()
     start = time.perf_counter()
-    try:
-        run(args.workdir, args.only.split(",") if args.only else None)
-    except ValueError as err:
-        parser.error(str(err))
+    run(args.workdir, only)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; see {args.workdir / 'report.md'}")
 
 

@@ -82,9 +82,9 @@ def _chance_reading(ablation_dir: pathlib.Path) -> str:
         for path in sorted(ablation_dir.glob("*/eval.json"))
         if (report := _load(path)) and report.get("roc_auc_ci")
     ]
-    above = sum(low > 0.5 for low, _ in intervals)
     if not intervals:
         return "No run has a ROC AUC interval to read."
+    above = sum(low > 0.5 for low, _ in intervals)
     if above == 0:
         return (
             f"None of the {len(intervals)} runs separates the classes: each run's 95 % bootstrap "
