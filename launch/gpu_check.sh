@@ -87,15 +87,16 @@ import datetime, json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 kind = next((r["device_kind"] for r in rows if "device_kind" in r), "?")
 lines = [f"CycleGAN training step (configs/cyclegan_forearm.py), {kind}, {datetime.date.today()}", "",
-         "| dtype | image | global batch | step (s) | images/s | MFU | compile (s) |",
-         "|---|---|---|---|---|---|---|"]
+         "| dtype | image | global batch | step (s) | images/s | MFU | trace (s) | compile (s) |",
+         "|---|---|---|---|---|---|---|---|"]
 for r in rows:
     if "error" in r:
-        lines.append(f"| {r['dtype']} | 256 | {r['global_batch']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | |")
+        lines.append(f"| {r['dtype']} | 256 | {r['global_batch']} | failed: {' '.join(r['error'].split())[:120].replace('|', '/')} | | | | |")
         continue
     mfu = f"{r['mfu']:.1%}" if "mfu" in r else "n/a"
     lines.append(f"| {r['dtype']} | {r['image_size']} | {r['global_batch']} | "
-                 f"{r['step_s_median']:.4f} | {r['images_per_s']:.1f} | {mfu} | {r['compile_s']:.0f} |")
+                 f"{r['step_s_median']:.4f} | {r['images_per_s']:.1f} | {mfu} | "
+                 f"{r['trace_s']:.1f} | {r['compile_s']:.0f} |")
 text = "\n".join(lines) + "\n"
 open(sys.argv[2], "w").write(text)
 print(text)

@@ -6,10 +6,11 @@
     python -m xrayjax.benchmark --config configs/cyclegan_forearm.py --image-size 256 \
         --global-batches 1,8,32 --dtypes float32,bfloat16       # a table in one process
 
-Prints one JSON line per (dtype, global batch): compile_s, step_s_median, images_per_s,
-flops_per_step (XLA's cost analysis of the per-device compiled program), devices, device_kind,
-and mfu where the device's peak is known. In a sweep, a size that fails (out of memory, say)
-prints its error and the sweep goes on.
+Prints one JSON line per (dtype, global batch): trace_s (tracing and lowering the step),
+compile_s (XLA compiling it), step_s_median, images_per_s, flops_per_step (XLA's cost analysis
+of the per-device compiled program), devices, device_kind, and mfu where the device's peak is
+known. In a sweep, a size that fails (out of memory, say) prints its error and the sweep goes
+on.
 """
 
 from __future__ import annotations
@@ -101,7 +102,10 @@ def benchmark(config, steps: int) -> dict:
     batch = parallel.global_batch_array(mesh, host_batch)
     jitted = parallel.jit_step(step_fn, mesh, state)
     start = time.perf_counter()
-    compiled = jitted.lower(state, batch).compile()
+    lowered = jitted.lower(state, batch)  # Python tracing, then the program handed to XLA
+    trace_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -122,6 +126,7 @@ def benchmark(config, steps: int) -> dict:
         "image_size": config.image_size,
         "global_batch": config.global_batch,
         "dtype": config.dtype,
+        "trace_s": round(trace_s, 2),
         "compile_s": round(compile_s, 2),
         "step_s_median": round(median, 4),
         "images_per_s": round(config.global_batch / median, 2),
