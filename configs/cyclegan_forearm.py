@@ -22,11 +22,7 @@ def get_config(arg: str | None = None):
     common.choose("data", args.data, ("mura", "phantom"))
     config = common.gan_config()
     natural = "mura" if args.data == "mura" else "phantom_forearm_radiograph"
-    # MURA's valid split is the thesis's test set (sec. 3.1); the phantoms have a test split.
-    eval_split = "valid" if args.data == "mura" else "test"
-    config.domains.A = common.domain(
-        natural, "train", clahe=True, labels=(label,), eval_split=eval_split
-    )
+    config.domains.A = common.domain(natural, "train", clahe=True, labels=(label,))
     config.domains.B = common.domain("phantom_forearm_clean", "train", labels=(label,))
     if args.runlocal:
         common.shrink_gan_for_cpu(config)

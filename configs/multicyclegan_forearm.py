@@ -18,8 +18,6 @@ def get_config(arg: str | None = None):
     common.choose("data", args.data, ("mura", "phantom"))
     natural = "mura" if args.data == "mura" else "phantom_forearm_radiograph"
     config = common.multicyclegan_config(natural, "phantom_forearm_clean")
-    if args.data == "mura":
-        config.domains.A.eval_split = "valid"  # MURA's valid split is the thesis's test set
     if args.runlocal:
         common.shrink_gan_for_cpu(config)
     return config

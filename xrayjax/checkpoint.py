@@ -57,13 +57,20 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def restore_like(self, init, sharding, data_iterator=None):
+        """The latest checkpoint's state, shaped as `init(rng)` makes it, placed with `sharding`.
+
+        The data iterator, when given, is moved to the saved position in place.
+        """
+        abstract = abstract_like(jax.eval_shape(init, jax.random.PRNGKey(0)), sharding)
+        return self.restore(abstract, data_iterator)
+
     def restore_or_init(self, init, rng, sharding, data_iterator=None):
         """The latest checkpoint's state (data position restored), else `init(rng)`, placed
         with `sharding`."""
         if self.latest_step() is None:
             return jax.jit(init, out_shardings=sharding)(rng)
-        abstract = abstract_like(jax.eval_shape(init, rng), sharding)
-        return self.restore(abstract, data_iterator)
+        return self.restore_like(init, sharding, data_iterator)
 
     def _check_shapes(self, step: int, abstract_state) -> None:
         saved = self._manager.item_metadata(step)["state"]

@@ -159,29 +159,25 @@ def _multi_gan(workdir: pathlib.Path) -> None:
     )
 
 
+# The GAN runs the evaluate stage measures: (run folder, config, variant, steps).
+EVALUATED = (
+    ("cyclegan_normal", "cyclegan_forearm", ",cls=normal", GAN_STEPS),
+    ("multicyclegan_forearm", "multicyclegan_forearm", "", MULTI_GAN_STEPS),
+)
+
+
 def _evaluate(workdir: pathlib.Path) -> None:
     from xrayjax.trainers import gan_evaluate
 
-    classifier_dir = workdir / "ablation" / "syn0_seed0"
-    for name, steps in (
-        ("cyclegan_forearm", GAN_STEPS),
-        ("multicyclegan_forearm", MULTI_GAN_STEPS),
-    ):
-        variants = (
-            ((",cls=normal", "cyclegan_normal"),)
-            if name == "cyclegan_forearm"
-            else (("", "multicyclegan_forearm"),)
-        )
-        for variant, run_dir in variants:
-            config = _gan_config(name, variant, workdir, steps)
-            config.eval.classifier_workdir = str(classifier_dir)
-            gan_evaluate.evaluate(config, workdir / run_dir)
+    for run_dir, name, variant, steps in EVALUATED:
+        config = _gan_config(name, variant, workdir, steps)
+        # KID features and label predictions come from a natural-only ablation classifier.
+        config.eval.classifier_workdir = str(workdir / "ablation" / "syn0_seed0")
+        gan_evaluate.evaluate(config, workdir / run_dir)
 
 
 def _evaluated(workdir: pathlib.Path) -> bool:
-    return all(
-        (workdir / d / "eval.json").exists() for d in ("cyclegan_normal", "multicyclegan_forearm")
-    )
+    return all((workdir / run_dir / "eval.json").exists() for run_dir, *_ in EVALUATED)
 
 
 def _geometry(workdir: pathlib.Path) -> None:

@@ -26,7 +26,7 @@ EQUATIONS = ("66", "67")
 
 
 def load_generators(config, workdir: str | pathlib.Path):
-    """(engine, generator params) from the workdir's latest checkpoint."""
+    """(engine, state, mesh): the GAN state of the workdir's latest checkpoint, replicated."""
     ckpt = checkpoint.Checkpointer(workdir, every=1 << 30)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(
@@ -35,13 +35,15 @@ def load_generators(config, workdir: str | pathlib.Path):
         )
     engine = gan_trainer.build_engine(config, steps_per_epoch=1, total_steps=1)
     mesh = parallel.make_mesh()
-    abstract = checkpoint.abstract_like(
-        jax.eval_shape(gan_trainer.init_fn(engine, config), jax.random.PRNGKey(0)),
-        parallel.replicated(mesh),
-    )
-    state = ckpt.restore(abstract)
+    state = ckpt.restore_like(gan_trainer.init_fn(engine, config), parallel.replicated(mesh))
     ckpt.close()
-    return engine, state.gen_params, mesh
+    return engine, state, mesh
+
+
+def default_batch(config) -> int:
+    """The config's global batch rounded up to a whole number of rows per device."""
+    devices = jax.device_count()
+    return -(-max(devices, config.global_batch) // devices) * devices
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -283,10 +285,10 @@ def _generate_dataset(
     Without `prediction`, the function's "image" is the written image; with it, the written
     image is the (preprocessed) input and the prediction is a second image feature.
     """
-    engine, gen_params, mesh = load_generators(config, workdir)
+    engine, state, mesh = load_generators(config, workdir)
     preprocess = gan_trainer.domain_preprocess(config, spec, augment=False)
-    batch = global_batch or max(jax.device_count(), config.global_batch)
-    batches = run_batches(table, preprocess, mesh, batch, make_fn(engine, gen_params))
+    batch = global_batch or default_batch(config)
+    batches = run_batches(table, preprocess, mesh, batch, make_fn(engine, state.gen_params))
     extra_images = ()
     if prediction is not None:
         extra_images = (prediction,)

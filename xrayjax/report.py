@@ -11,16 +11,18 @@ import math
 import os
 import pathlib
 
-# Thesis Table 2 (best run of each setting; sec. 4.2).
-THESIS_TABLE_2 = {
-    0: ("natural only", 0.623, 0.693, 0.658, 0.03),
-    5000: ("+ 5,000 synthetic / class", 0.629, 0.847, 0.787, 0.004),
-    10000: ("+ 10,000 synthetic / class", 0.675, 0.860, 0.767, 0.003),
-}
+from xrayjax.ablation import THESIS_TABLE2
 
 
 def _load(path: pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _section(heading: str, path: pathlib.Path, missing: str) -> tuple[list[str], dict | None]:
+    """A section's first lines and the JSON it reports; without that file, `missing` says so."""
+    data = _load(path)
+    lines = [heading, ""]
+    return (lines, data) if data is not None else (lines + [missing, ""], None)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -62,8 +64,12 @@ def ablation_section(workdir: pathlib.Path) -> str:
         "| training data | sensitivity | specificity | accuracy | std over 5 repeats |",
         "|---|---|---|---|---|",
     ]
-    for name, sens, spec, acc, std in THESIS_TABLE_2.values():
-        lines.append(f"| {name} | {sens} | {spec} | {acc} | {std} |")
+    for per_class, t in THESIS_TABLE2.items():
+        name = f"+ {per_class:,} synthetic / class" if per_class else "natural only"
+        lines.append(
+            f"| {name} | {t['sensitivity']} | {t['specificity']} | {t['accuracy']} | "
+            f"{t['accuracy_std']} |"
+        )
     lines += [
         "",
         _figure(
@@ -97,7 +103,7 @@ def _chance_reading(ablation_dir: pathlib.Path) -> str:
     )
 
 
-def _mean(section, *path):
+def _at(section, *path):
     """section[path...] when present (a skipped part holds {"skipped": reason})."""
     for key in path:
         if not isinstance(section, dict) or key not in section:
@@ -108,10 +114,13 @@ def _mean(section, *path):
 
 def translation_section(workdir: pathlib.Path) -> str:
     """Translation quality of the normal-class CycleGAN (synthetic B ↔ natural A)."""
-    report = _load(workdir / "cyclegan_normal" / "eval.json")
-    lines = ["## Translation (CycleGAN, normal class)", ""]
+    lines, report = _section(
+        "## Translation (CycleGAN, normal class)",
+        workdir / "cyclegan_normal" / "eval.json",
+        "Not evaluated yet.",
+    )
     if report is None:
-        return "\n".join(lines + ["Not evaluated yet.", ""])
+        return "\n".join(lines)
     features = report.get("features", {})
     lines += [
         "KID (kernel inception distance, ×1000, lower is closer) on "
@@ -125,15 +134,15 @@ def translation_section(workdir: pathlib.Path) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for pair, values in sorted(report.get("translation", {}).items()):
-        kid = _mean(values, "kid", "translated", "mean")
-        kid_ref = _mean(values, "kid", "untranslated_source", "mean")
+        kid = _at(values, "kid", "translated", "mean")
+        kid_ref = _at(values, "kid", "untranslated_source", "mean")
         lines.append(
-            f"| G_{pair} ({_mean(values, 'source')} → {_mean(values, 'target')}) | "
+            f"| G_{pair} ({_at(values, 'source')} → {_at(values, 'target')}) | "
             f"{_fmt(kid and kid * 1000, 2)} | {_fmt(kid_ref and kid_ref * 1000, 2)} | "
-            f"{_fmt(_mean(values, 'cycle', 'l1_mean'))} | "
-            f"{_fmt(_mean(values, 'cycle', 'ssim_mean'))} | "
-            f"{_fmt(_mean(values, 'anatomy_preservation', 'translated', 'dice_mean'))} | "
-            f"{_fmt(_mean(values, 'anatomy_preservation', 'untranslated_source', 'dice_mean'))} |"
+            f"{_fmt(_at(values, 'cycle', 'l1_mean'))} | "
+            f"{_fmt(_at(values, 'cycle', 'ssim_mean'))} | "
+            f"{_fmt(_at(values, 'anatomy_preservation', 'translated', 'dice_mean'))} | "
+            f"{_fmt(_at(values, 'anatomy_preservation', 'untranslated_source', 'dice_mean'))} |"
         )
     figures = sorted((workdir / "cyclegan_normal" / "eval").glob("translation_*.png"))
     lines += [""] + [_figure(workdir, f, f.stem) for f in figures[:2]]
@@ -142,10 +151,13 @@ def translation_section(workdir: pathlib.Path) -> str:
 
 def segmentation_section(workdir: pathlib.Path) -> str:
     """Dice/IoU for eqs. 66 and 67 and the radial-inclination errors."""
-    report = _load(workdir / "multicyclegan_forearm" / "eval.json")
-    lines = ["## Segmentation (multi-cycleGAN, forearms) and radial inclination", ""]
+    lines, report = _section(
+        "## Segmentation (multi-cycleGAN, forearms) and radial inclination",
+        workdir / "multicyclegan_forearm" / "eval.json",
+        "Not evaluated yet.",
+    )
     if report is None:
-        return "\n".join(lines + ["Not evaluated yet.", ""])
+        return "\n".join(lines)
     segmentation = report.get("segmentation", {})
     geometry = report.get("radial_inclination", {})
     lines += [
@@ -182,10 +194,13 @@ def segmentation_section(workdir: pathlib.Path) -> str:
 
 def geometry_section(workdir: pathlib.Path) -> str:
     """Radial inclination measured on 256×256 ground-truth phantom masks."""
-    results = _load(workdir / "geometry" / "radial_inclination.json")
-    lines = ["## Radial inclination on 256×256 ground-truth masks", ""]
+    lines, results = _section(
+        "## Radial inclination on 256×256 ground-truth masks",
+        workdir / "geometry" / "radial_inclination.json",
+        "Not measured yet.",
+    )
     if results is None:
-        return "\n".join(lines + ["Not measured yet.", ""])
+        return "\n".join(lines)
     lines += [
         "| body part | masks | MAE (°) | median (°) | max (°) | failures |",
         "|---|---|---|---|---|---|",

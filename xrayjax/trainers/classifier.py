@@ -411,11 +411,7 @@ def evaluate(
             )
         # The epoch length only matters to training; shapes do not depend on it.
         engine = build_engine(config, steps_per_epoch=1)
-        abstract = checkpoint.abstract_like(
-            jax.eval_shape(init_fn(engine, config), jax.random.PRNGKey(0)),
-            parallel.replicated(mesh),
-        )
-        state = ckpt.restore(abstract)
+        state = ckpt.restore_like(init_fn(engine, config), parallel.replicated(mesh))
     finally:
         ckpt.close()
     info = workdir / "training_set.json"

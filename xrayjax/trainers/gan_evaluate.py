@@ -158,11 +158,8 @@ def load_classifier(workdir: str | pathlib.Path, mesh) -> _Classifier:
         if step is None:
             raise FileNotFoundError(f"eval.classifier_workdir={workdir}: no checkpoint")
         engine = classifier_trainer.build_engine(config, steps_per_epoch=1)
-        abstract = checkpoint.abstract_like(
-            jax.eval_shape(classifier_trainer.init_fn(engine, config), jax.random.PRNGKey(0)),
-            parallel.replicated(mesh),
-        )
-        state = ckpt.restore(abstract)
+        init = classifier_trainer.init_fn(engine, config)
+        state = ckpt.restore_like(init, parallel.replicated(mesh))
     finally:
         ckpt.close()
     return _Classifier(config, engine, state, int(step), workdir)
@@ -290,6 +287,7 @@ def _translation(config, domains, passes, classifier) -> dict:
     for source, acc in passes.items():
         for target in (t for t in config.domains.keys() if t != source):
             pair = target + source
+            l1, ssim = _mean_std(acc[f"{target}/l1"]), _mean_std(acc[f"{target}/ssim"])
             section: dict[str, Any] = {
                 "generator": f"G_{pair}",
                 "source": f"{source} ({domains[source].source})",
@@ -297,10 +295,10 @@ def _translation(config, domains, passes, classifier) -> dict:
                 "num_images": len(acc["index"]),
                 "cycle": {
                     "reconstruction": f"G_{source}{target}(G_{pair}(j)) against j",
-                    "l1_mean": _mean_std(acc[f"{target}/l1"])["mean"],
-                    "l1_std": _mean_std(acc[f"{target}/l1"])["std"],
-                    "ssim_mean": _mean_std(acc[f"{target}/ssim"])["mean"],
-                    "ssim_std": _mean_std(acc[f"{target}/ssim"])["std"],
+                    "l1_mean": l1["mean"],
+                    "l1_std": l1["std"],
+                    "ssim_mean": ssim["mean"],
+                    "ssim_std": ssim["std"],
                     "l1": acc[f"{target}/l1"],
                     "ssim": acc[f"{target}/ssim"],
                 },
@@ -500,12 +498,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     domains = {name: _open_domain(config, name, max_images) for name in config.domains.keys()}
     # The classifier first: a wrong classifier_workdir fails before the GAN is loaded.
     classifier = load_classifier(classifier_dir, parallel.make_mesh()) if classifier_dir else None
-    engine, gen_params, mesh = inference.load_generators(config, workdir)
-    ckpt = checkpoint.Checkpointer(workdir, every=1 << 30)
-    step = ckpt.latest_step()
-    ckpt.close()
-    devices = jax.device_count()
-    batch_size = -(-max(devices, config.global_batch) // devices) * devices
+    engine, state, mesh = inference.load_generators(config, workdir)
+    gen_params, step = state.gen_params, int(jax.device_get(state.step))
+    batch_size = inference.default_batch(config)
     three = _is_three_domain(config)
     passes = {
         name: _domain_pass(
