@@ -106,6 +106,14 @@ def gan_config() -> ml_collections.ConfigDict:
             # layer gives the features for KID, its predictions the label preservation of
             # translated images. "" skips both (eval.json records why).
             "classifier_workdir": "",
+            # Per target domain, a classifier trained on that domain's style (overrides
+            # classifier_workdir there): e.g. B = one trained on clean renders.
+            "classifiers": ml_collections.ConfigDict({"A": "", "B": ""}),
+            # Workdir of a supervised bone segmenter (configs/segmenter_forearm.py) for images
+            # of `segmenter_domain`: it finds the bone of translations into that domain (anatomy
+            # preservation) and segments A beside eqs. 66/67. "" → Otsu thresholds.
+            "segmenter_workdir": "",
+            "segmenter_domain": "A",
             # Eqs. 66/67: a mask image (generator output in [−1, 1]) is bone above this value.
             "threshold": 0.0,
             "max_images": 500,  # the first images of each domain's eval split (0: all)

@@ -1,12 +1,14 @@
 """Rendered phantom X-rays → TFDS datasets (splits train and test), with exact masks and geometry.
 
     python -m data_prep.phantom --body-part forearm --style clean --num 1000 [--seed 0]
-    python -m data_prep.phantom --preset demo     # every dataset the data=phantom configs read
+    python -m data_prep.phantom --preset configs  # every dataset the data=phantom configs read
+    python -m data_prep.phantom --preset demo [--seed S]   # the demo's phantom world
 
 Dataset names default to `phantom_<body part>_<style>`. Features: image, label (0 normal,
 1 abnormal), mask (bone, {0, 1}), radial_inclination_deg, radius_axis (x0, y0, x1, y1 in
 pixels, proximal → distal), rotation_deg and render_index. The train split renders indices
-0..num-1 and the test split the next num-test indices, so the splits never share a limb.
+0..num-1, the test split the next num-test indices and the optional extra split the next
+num-extra, so the splits never share a limb.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from data_prep import builder, images, render
 
 @dataclasses.dataclass(frozen=True)
 class PhantomSpec:
-    """One phantom dataset to render."""
+    """One phantom dataset to render: splits train, test and (when num_extra > 0) extra."""
 
     body_part: str
     style: str
     num: int
     num_test: int
     seed: int
+    num_extra: int = 0  # natural-style images kept apart for measuring instruments and ceilings
 
     @property
     def name(self) -> str:
@@ -41,15 +44,57 @@ class PhantomSpec:
         return f"phantom_{self.body_part}_{self.style}"
 
 
-# The datasets the data=phantom configs read. Natural (radiograph) and synthetic (clean) domains
-# use different seeds, so they show different limbs: the GANs train unpaired, as in the thesis.
-DEMO_PRESET = (
-    PhantomSpec("forearm", "radiograph", num=800, num_test=200, seed=1),
-    PhantomSpec("forearm", "clean", num=800, num_test=100, seed=2),
-    PhantomSpec("wrist", "radiograph", num=300, num_test=100, seed=3),
-    PhantomSpec("wrist", "clean", num=300, num_test=100, seed=4),
-)
-PRESETS = {"demo": DEMO_PRESET}
+def demo_preset(seed: int = 0) -> tuple[PhantomSpec, ...]:
+    """The demo's phantom world (`python -m xrayjax.demo`), every draw derived from `seed`.
+
+    As in the thesis, natural (radiograph-style) training images are scarce: 240 forearms
+    against 1,300 clean renders per class, of which the ablation adds 600 (N) or 1,200 (2N) per
+    class (thesis: 1,825 natural images, 5,000 or 10,000 synthetic per class). The natural extra
+    split (2,000) trains only the measuring instruments (the positive-control classifier and
+    the bone segmenter), never a model of the pipeline. Natural and synthetic domains come
+    from different seeds, so they show different limbs: the GANs train unpaired.
+    """
+    return (
+        PhantomSpec("forearm", "radiograph", num=240, num_test=400, seed=10 * seed + 1,
+                    num_extra=2000),
+        PhantomSpec("forearm", "clean", num=2600, num_test=200, seed=10 * seed + 2),
+    )  # fmt: skip
+
+
+def study_preset(seed: int = 0) -> tuple[PhantomSpec, ...]:
+    """The study's phantom world: the demo's forearms plus wrists for the second multi-cycleGAN."""
+    return (
+        *demo_preset(seed),
+        PhantomSpec("wrist", "radiograph", num=600, num_test=200, seed=10 * seed + 3,
+                    num_extra=1000),
+        PhantomSpec("wrist", "clean", num=600, num_test=200, seed=10 * seed + 4),
+    )  # fmt: skip
+
+
+def configs_preset(seed: int = 0) -> tuple[PhantomSpec, ...]:
+    """Every dataset the data=phantom configs read, small enough for `--preset` smoke runs."""
+    return (
+        PhantomSpec("forearm", "radiograph", num=800, num_test=200, seed=10 * seed + 1),
+        PhantomSpec("forearm", "clean", num=800, num_test=100, seed=10 * seed + 2),
+        PhantomSpec("wrist", "radiograph", num=300, num_test=100, seed=10 * seed + 3),
+        PhantomSpec("wrist", "clean", num=300, num_test=100, seed=10 * seed + 4),
+    )
+
+
+def smoke_preset(seed: int = 0) -> tuple[PhantomSpec, ...]:
+    """The demo's datasets, tiny: for tests of the pipeline's plumbing."""
+    return (
+        PhantomSpec("forearm", "radiograph", num=24, num_test=16, seed=10 * seed + 1, num_extra=24),
+        PhantomSpec("forearm", "clean", num=48, num_test=16, seed=10 * seed + 2),
+    )
+
+
+PRESETS = {
+    "demo": demo_preset,
+    "study": study_preset,
+    "configs": configs_preset,
+    "smoke": smoke_preset,
+}
 _MIN_PARALLEL = 64  # below this, starting worker processes costs more than it saves
 
 
@@ -95,6 +140,9 @@ def build(spec: PhantomSpec, data_dir, size: int, overwrite: bool, name: str | N
         "train": _split_generator(spec, "train", 0, spec.num, size, workers),
         "test": _split_generator(spec, "test", spec.num, spec.num_test, size, workers),
     }
+    if spec.num_extra:
+        first = spec.num + spec.num_test
+        generators["extra"] = _split_generator(spec, "extra", first, spec.num_extra, size, workers)
     features = {
         "image": builder.image_feature(size),
         "label": tfds.features.ClassLabel(names=["normal", "abnormal"]),
@@ -135,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"unknown --preset {args.preset!r}; allowed: {', '.join(PRESETS)}"
             )
         start = time.perf_counter()
-        for spec in PRESETS[args.preset]:
+        for spec in PRESETS[args.preset](args.seed):
             build(spec, data_dir, args.image_size, args.overwrite)
         print(f"preset {args.preset}: done in {time.perf_counter() - start:.1f} s")
         return

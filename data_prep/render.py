@@ -29,6 +29,9 @@ INCLINATION_RANGE_DEG = (15.0, 30.0)  # drawn when not given
 INCLINATION_LIMITS_DEG = (5.0, 40.0)  # accepted when given (tests go past the natural range)
 MAX_ROTATION_DEG = 20.0  # thesis: in-plane rotations within ±20°
 _CLEAN_GAIN = 1.8  # bone density → brightness of the clean (AnatomyPlot3D-like) style
+RENDER_GRID = 256  # smaller images are rendered this fine and area-averaged (supersampling)
+GAP_FRACTION = (0.05, 0.25)  # removed segment's length, as a fraction of the bone's
+GAP_CENTRE = (0.3, 0.65)  # where its centre lies, as a fraction of the bone from proximal
 
 # Bone profiles: (s, half-width, cortex fraction of the half-width, spongy weight), with s in cm
 # from the proximal end, or back from the distal reference when negative (radius: the articular
@@ -279,7 +282,31 @@ def _fit_frame(rng, shapes, size, angle, mirror, target_scale, margin=0.03) -> _
     return _Frame(float(cx), float(cy), float(scale), angle, mirror)
 
 
-def _draw_limb(body_part, seed, index, size, abnormal, inclination_deg) -> _Limb:
+def supersampling(image_size: int) -> int:
+    """Fine-grid factor: images smaller than RENDER_GRID are rendered on a grid of at least
+    RENDER_GRID pixels and area-averaged down, as a detector pixel integrates over its area.
+
+    Point-sampling a 64-pixel image instead aliases the 1-pixel cortices into dashed lines that
+    look like breaks, and leaves the per-pixel photon noise of a 4× finer detector. With an
+    integer factor, a 64- or 128-pixel phantom is exactly the 256-pixel one averaged over
+    4×4 or 2×2 blocks.
+    """
+    return max(1, -(-RENDER_GRID // image_size))
+
+
+def _area_average(image: np.ndarray, size: int) -> np.ndarray:
+    """Mean over each factor×factor block (float32): the fine grid → the output grid."""
+    if image.shape[0] == size:
+        return image.astype(np.float32)
+    return cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _coverage_mask(fine: np.ndarray, size: int) -> np.ndarray:
+    """uint8 {0, 1}: 1 where bone covers at least half of the output pixel."""
+    return (_area_average(fine, size) >= 0.5).astype(np.uint8)
+
+
+def _draw_limb(body_part, seed, index, size, abnormal, inclination_deg, factor=1) -> _Limb:
     """Geometry only. Every draw happens whatever the overrides, so overrides keep the limb."""
     rng = np.random.default_rng([seed, index, BODY_PARTS.index(body_part), 0])
     drawn_abnormal = bool(rng.random() < 0.5) and body_part == "forearm"
@@ -307,16 +334,19 @@ def _draw_limb(body_part, seed, index, size, abnormal, inclination_deg) -> _Limb
         box = _sleeve((-1.0, -low), (-1.0, top), [(0, 5.0)], 1.0, (1.0, 1.0))
         frame = _fit_frame(rng, [box], size, angle, mirror, np.inf)
     if label:
-        # Removed segment (thesis 3.1.2): a band 2-5 % of the bone long, at a random position and
-        # angle, through the radius, the ulna or both; at least 2.5 px wide so that even an
-        # 8-connected mask is split.
+        # Removed segment (thesis 3.1.2: varying thickness, position and angle): a band 5-25 %
+        # of the bone long, centred 30-65 % of the way up the bone, across the radius, the ulna
+        # or both; at least 2.5 output pixels wide so that even an 8-connected mask is split.
+        # Narrower bands hid the abnormality at 64 px from a classifier trained on thousands of
+        # radiograph-style images; both fragments stay long enough to find the bone's axis.
         which = (0,) if fracture[0] < 0.4 else (1,) if fracture[0] < 0.8 else (0, 1)
         phi = math.radians(-40 + 80 * fracture[3])
         nu, nv = -math.sin(phi), math.cos(phi)
-        half = max((0.01 + 0.015 * fracture[4]) * length, 1.25 / frame.scale)
+        lo, hi = GAP_FRACTION
+        half = max((lo + (hi - lo) * fracture[4]) / 2 * length, 1.25 * factor / frame.scale)
         for k in which:
             (su, sv), (eu, ev) = bones[k].start, bones[k].end
-            t = 0.2 + 0.55 * fracture[1 + k]
+            t = GAP_CENTRE[0] + (GAP_CENTRE[1] - GAP_CENTRE[0]) * fracture[1 + k]
             d = nu * (su + t * (eu - su)) + nv * (sv + t * (ev - sv))
             bones[k] = bones[k]._replace(gaps=((nu, nv, d, half),))
     ends = np.array([[0.0, -length], [0.0, 0.0]])
@@ -348,8 +378,10 @@ def radius_mask(
 ) -> np.ndarray:
     """Binary mask of the radius alone, for the same limb render_phantom draws."""
     _check(body_part, STYLES[0], image_size, radial_inclination_deg, abnormal)
-    limb = _draw_limb(body_part, seed, index, image_size, abnormal, radial_inclination_deg)
-    return (_project(limb.bones[:1], limb.frame, image_size)[0] > 0).astype(np.uint8)
+    factor = supersampling(image_size)
+    grid = image_size * factor
+    limb = _draw_limb(body_part, seed, index, grid, abnormal, radial_inclination_deg, factor)
+    return _coverage_mask(_project(limb.bones[:1], limb.frame, grid)[0] > 0, image_size)
 
 
 def _radiograph(rng, bone, soft, size, marker) -> np.ndarray:
@@ -411,12 +443,15 @@ def render_phantom(
 ) -> Phantom:
     """Render one phantom, fully determined by (body_part, style, seed, index, image_size)."""
     _check(body_part, style, image_size, radial_inclination_deg, abnormal)
-    limb = _draw_limb(body_part, seed, index, image_size, abnormal, radial_inclination_deg)
-    bone = _project(limb.bones, limb.frame, image_size)
-    mask = (bone[0] > 0).astype(np.uint8)
+    factor = supersampling(image_size)
+    grid = image_size * factor
+    limb = _draw_limb(body_part, seed, index, grid, abnormal, radial_inclination_deg, factor)
+    bone = _project(limb.bones, limb.frame, grid)
+    mask = _coverage_mask(bone[0] > 0, image_size)
     if style == "clean":
         density = MU_CORTICAL * (bone[0] - bone[1]) + MU_MARROW * bone[1] + MU_TRABECULAR * bone[2]
-        image = np.round((1 - np.exp(-_CLEAN_GAIN * density)) * 255).astype(np.uint8)
+        image = _area_average((1 - np.exp(-_CLEAN_GAIN * density)) * 255, image_size)
+        image = np.round(image).astype(np.uint8)
         # The faintest bone edge must stay visible so that mask == (image > 0) exactly.
         image = np.where(mask > 0, np.maximum(image, 1), 0).astype(np.uint8)
     else:
@@ -426,8 +461,11 @@ def render_phantom(
         soft = [
             s._replace(profile=s.profile * [1, width, 0, 0] + [0, 0, fat, 0]) for s in limb.soft
         ]
-        soft_paths = _project(soft, limb.frame, image_size, np.maximum)[:2]
+        soft_paths = _project(soft, limb.frame, grid, np.maximum)[:2]
         marker = "R" if limb.frame.mirror > 0 else "L"
-        image = _radiograph(rng, bone, soft_paths, image_size, marker)
-    axis = limb.frame.to_pixels(limb.radius_ends).reshape(4).astype(np.float32)
+        image = _radiograph(rng, bone, soft_paths, grid, marker)
+        image = np.round(_area_average(image, image_size)).astype(np.uint8)
+    # Pixel centres of the fine grid → the output grid: x_out = (x_grid + ½) / factor − ½.
+    axis = (limb.frame.to_pixels(limb.radius_ends).reshape(4) + 0.5) / factor - 0.5
+    axis = axis.astype(np.float32)
     return Phantom(image, mask, limb.label, limb.inclination_deg, axis, limb.rotation_deg)

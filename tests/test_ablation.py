@@ -12,6 +12,7 @@ import pytest
 
 from configs import classifier_forearm
 from xrayjax import ablation
+from xrayjax.evaluators import classification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/classifier_forearm.py:data=phantom,runlocal"
@@ -27,10 +28,22 @@ def _config(data_dir):
     return config
 
 
-def test_thesis_numbers_are_table_2():
-    assert ablation.THESIS_TABLE2[0]["accuracy"] == 0.658
-    assert ablation.THESIS_TABLE2[5000]["specificity"] == 0.847
-    assert ablation.THESIS_TABLE2[10000]["accuracy_std"] == 0.003
+def test_arms_refuse_what_cannot_be_an_arm():
+    assert ablation.Arm("n", "natural").describe() == "natural only"
+    assert ablation.Arm("c", "ceiling", 5, ("x:extra",), clahe=True).describe() == (
+        "natural-rich ceiling (+ 5 natural / class)"
+    )
+    with pytest.raises(ValueError, match="kind 'translatd'"):
+        ablation.Arm("t", "translatd", 5)
+    with pytest.raises(ValueError, match="adds nothing"):
+        ablation.Arm("t", "translated", 0)
+    with pytest.raises(ValueError, match="adds nothing"):
+        ablation.Arm("n", "natural", 3)
+    arms = ablation.settings_arms([0, 5000])
+    assert [(a.name, a.kind, a.per_class) for a in arms] == [
+        ("syn0", "natural", 0),
+        ("syn5000", "translated", 5000),
+    ]
 
 
 def test_two_settings_two_seeds_then_resume_without_retraining(phantom_data_dir, tmp_path):
@@ -51,6 +64,18 @@ def test_two_settings_two_seeds_then_resume_without_retraining(phantom_data_dir,
     ).read_text()
 
     assert [row["synthetic_per_class"] for row in rows] == [0, 4]
+    assert [row["training_data"] for row in rows] == ["natural only", "+ 4 translated / class"]
+    # The paired difference uses the per-image probabilities each run keeps in eval.json.
+    labels = np.asarray(reports["syn0_seed0"]["labels"])
+    arm = np.stack([reports[f"syn4_seed{s}"]["probabilities"] for s in (0, 1)], 1)
+    ref = np.stack([reports[f"syn0_seed{s}"]["probabilities"] for s in (0, 1)], 1)
+    expected = np.mean(
+        [classification.roc_auc(labels, arm[:, s]) - classification.roc_auc(labels, ref[:, s])
+         for s in (0, 1)]
+    )  # fmt: skip
+    assert rows[1]["diff_roc_auc"] == pytest.approx(expected)
+    assert rows[1]["diff_roc_auc_ci_low"] <= expected <= rows[1]["diff_roc_auc_ci_high"]
+    assert np.isnan(rows[0]["diff_roc_auc"])
     for row in rows:
         mine = [reports[f"syn{row['synthetic_per_class']}_seed{s}"] for s in (0, 1)]
         assert row["runs"] == 2
@@ -66,8 +91,8 @@ def test_two_settings_two_seeds_then_resume_without_retraining(phantom_data_dir,
     assert rows[0]["thesis_accuracy"] == 0.658 and np.isnan(rows[1]["thesis_accuracy"])
 
     table = (workdir / "table.md").read_text().splitlines()
-    body = [line for line in table if line.startswith("| ") and not line.startswith("| synth")]
-    assert [line.split(" | ")[0] for line in body] == ["| 0", "| 4"]
+    body = [line for line in table if line.startswith("| ") and not line.startswith("| training")]
+    assert [line.split(" | ")[0] for line in body] == ["| natural only", "| + 4 translated / class"]
     acc = rows[0]["accuracy_mean"], rows[0]["accuracy_std"]
     assert f"{acc[0]:.3f} ± {acc[1]:.3f}" in body[0]
     assert "| 0.623 | 0.693 | 0.658 | 0.030 |" in body[0]

@@ -58,17 +58,11 @@ def test_unknown_stage_names_are_refused(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2 and "tarnslate" in capsys.readouterr().err
 
 
-def _ablation_run(workdir, name, low, high):
-    run = workdir / "ablation" / name
-    run.mkdir(parents=True)
-    (run / "eval.json").write_text(
-        json.dumps({"roc_auc": (low + high) / 2, "roc_auc_ci": [low, high]})
-    )
-
-
 def test_report_has_every_section_before_anything_has_run(tmp_path):
     text = report.write_demo_report(tmp_path).read_text()
     for heading in (
+        "## Targets",
+        "## The phantom world",
         "## Classifier ablation",
         "## Translation",
         "## Segmentation",
@@ -76,15 +70,39 @@ def test_report_has_every_section_before_anything_has_run(tmp_path):
         "## Time per stage",
     ):
         assert heading in text, heading
-    assert "The ablation has not run yet." in text
+    assert "The ablation has not run yet." in text and "Nothing measured yet." in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ablation"] is None and summary["translation"] == []
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_report_says_whether_the_ablation_beats_chance(tmp_path):
-    (tmp_path / "ablation").mkdir()
-    (tmp_path / "ablation" / "table.md").write_text("| synthetic / class | runs |\n|---|---|\n")
-    _ablation_run(tmp_path, "syn0_seed0", 0.40, 0.62)
-    _ablation_run(tmp_path, "syn0_seed1", 0.45, 0.70)
-    assert "None of the 2 runs separates the classes" in report.ablation_section(tmp_path)
-    _ablation_run(tmp_path, "syn200_seed0", 0.55, 0.80)
-    assert "1 of 3 runs separate the classes" in report.ablation_section(tmp_path)
+def test_a_workdir_keeps_its_preset_and_seed(tmp_path, capsys):
+    demo.start(tmp_path, "demo", 1)
+    assert json.loads((tmp_path / "run.json").read_text()) == {"preset": "demo", "seed": 1}
+    demo.start(tmp_path, "demo", 1)  # the same again: fine
+    with pytest.raises(ValueError, match="--seed 1; use another --workdir"):
+        demo.start(tmp_path, "demo", 2)
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--workdir", str(tmp_path), "--preset", "study", "--seed", "1"])
+    assert exit_info.value.code == 2 and "--preset demo --seed 1" in capsys.readouterr().err
+
+
+def test_configure_refuses_a_misspelt_field():
+    config = demo.configure("classifier_forearm", "data=phantom", {"model.width": 16})
+    assert config.model.width == 16
+    with pytest.raises(KeyError, match='Did you mean "width"'):
+        demo.configure("classifier_forearm", "data=phantom", {"model.widht": 16})
+    with pytest.raises(KeyError):
+        demo.configure("classifier_forearm", "data=phantom", {"modle.width": 16})
+
+
+def test_every_seed_gets_its_own_world_and_stage_seeds(tmp_path):
+    from data_prep import phantom
+
+    seeds = {s: {spec.seed for spec in phantom.demo_preset(s)} for s in (0, 1, 2)}
+    assert not seeds[0] & seeds[1] and not seeds[1] & seeds[2]
+    for s in (0, 1):
+        demo.start(tmp_path / str(s), "demo", s)
+    configs = [demo._cyclegan_config(tmp_path / str(s), "normal") for s in (0, 1)]
+    assert configs[0].seed != configs[1].seed
+    assert demo._cyclegan_config(tmp_path / "0", "abnormal").seed != configs[0].seed

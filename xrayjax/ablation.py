@@ -15,6 +15,7 @@ Change a config field → use a new workdir (the workdir is the runs' identity).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import pathlib
@@ -27,6 +28,7 @@ from ml_collections import config_flags
 
 from xrayjax import logging as runlog
 from xrayjax import parallel
+from xrayjax.evaluators import classification
 
 # Thesis Table 2 (best run of each setting) and the std of accuracy over its 5 repeats.
 THESIS_TABLE2 = {
@@ -39,9 +41,51 @@ BEST = ("sensitivity", "specificity", "accuracy")
 THESIS = ("sensitivity", "specificity", "accuracy", "accuracy_std")
 
 
-def run_name(per_class: int, seed: int) -> str:
+KINDS = ("natural", "translated", "untranslated", "ceiling")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One training set of the ablation: the natural train split plus `per_class` added images
+    of each class drawn from `datasets` (the config's synthetic datasets when empty).
+
+    kind: natural (nothing added), translated (the per-class CycleGANs' translations: the
+    thesis's arms), untranslated (clean renders as they are: does translating matter?) or
+    ceiling (more natural images instead: what the added images could reach at best).
+    """
+
+    name: str
+    kind: str
+    per_class: int = 0
+    datasets: tuple[str, ...] = ()
+    clahe: bool = False  # CLAHE on the added images: natural-style images get it, as in training
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"arm {self.name}: kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        if self.per_class < 0 or (self.kind == "natural") != (self.per_class == 0):
+            raise ValueError(
+                f"arm {self.name}: a natural arm adds nothing, every other arm adds images "
+                f"(per_class={self.per_class})"
+            )
+
+    def describe(self) -> str:
+        """The arm as the table names it."""
+        if self.kind == "natural":
+            return "natural only"
+        if self.kind == "ceiling":
+            return f"natural-rich ceiling (+ {self.per_class:,} natural / class)"
+        return f"+ {self.per_class:,} {self.kind} / class"
+
+
+def settings_arms(settings: list[int]) -> list[Arm]:
+    """The thesis's arms: 0 (natural only) and N translated images per class, named synN."""
+    return [Arm(f"syn{n}", "natural" if n == 0 else "translated", int(n)) for n in settings]
+
+
+def run_name(arm: Arm, seed: int) -> str:
     """The run's folder name under the ablation workdir."""
-    return f"syn{per_class}_seed{seed}"
+    return f"{arm.name}_seed{seed}"
 
 
 def finished_report(run_dir: pathlib.Path) -> dict | None:
@@ -55,42 +99,47 @@ def finished_report(run_dir: pathlib.Path) -> dict | None:
     return report
 
 
-def run_config(config: ml_collections.ConfigDict, per_class: int, seed: int):
-    """A copy of `config` for one (setting, seed) pair."""
+def run_config(config: ml_collections.ConfigDict, arm: Arm, seed: int):
+    """A copy of `config` for one (arm, seed) pair."""
     config = config.copy_and_resolve_references()
-    config.synthetic.per_class = int(per_class)
+    config.synthetic.per_class = int(arm.per_class)
+    if arm.datasets:
+        config.synthetic.datasets = tuple(arm.datasets)
+    config.synthetic.clahe = bool(arm.clahe)
     config.seed = int(config.seed + seed)
     return config
 
 
 def run_all(
     config: ml_collections.ConfigDict,
-    settings: list[int],
+    arms: list[Arm],
     num_seeds: int,
     workdir: str | pathlib.Path,
-) -> dict[int, list[tuple[int, dict]]]:
-    """Train (or skip, or resume) every run; {setting: [(seed, eval report), ...]}."""
+) -> dict[str, list[tuple[int, dict]]]:
+    """Train (or skip, or resume) every run; {arm name: [(seed, eval report), ...]}."""
     from xrayjax.trainers import classifier
 
     workdir = pathlib.Path(workdir)
-    if num_seeds < 1 or not settings:
+    if num_seeds < 1 or not arms:
         raise ValueError("the ablation needs at least one --synthetic setting and --seeds ≥ 1")
-    if any(n < 0 for n in settings):
-        raise ValueError(f"--synthetic values must be ≥ 0, got {settings}")
-    pairs = [(n, s) for n in settings for s in range(num_seeds)]
-    results: dict[int, list[tuple[int, dict]]] = {n: [] for n in settings}
-    for i, (per_class, seed) in enumerate(pairs, 1):
-        run_dir = workdir / run_name(per_class, seed)
+    if len({arm.name for arm in arms}) != len(arms):
+        raise ValueError(f"arm names repeat: {[arm.name for arm in arms]}")
+    for arm in arms:  # a setting that cannot be drawn fails before anything trains
+        classifier.training_set(run_config(config, arm, 0))
+    pairs = [(arm, s) for arm in arms for s in range(num_seeds)]
+    results: dict[str, list[tuple[int, dict]]] = {arm.name: [] for arm in arms}
+    for i, (arm, seed) in enumerate(pairs, 1):
+        run_dir = workdir / run_name(arm, seed)
         report = finished_report(run_dir)
         if jax.process_index() == 0:
             status = "finished, skipped" if report else "training"
             print(f"[{i}/{len(pairs)}] {run_dir.name}: {status}", flush=True)
         if report is None:
-            classifier.train(run_config(config, per_class, seed), run_dir)
+            classifier.train(run_config(config, arm, seed), run_dir)
             report = finished_report(run_dir)
             if report is None:
                 raise RuntimeError(f"{run_dir} finished without a final eval.json")
-        results[per_class].append((seed, report))
+        results[arm.name].append((seed, report))
     return results
 
 
@@ -102,11 +151,59 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def summarise(results: dict[int, list[tuple[int, dict]]]) -> list[dict]:
-    """One row per setting: runs, mean/std per metric, the best run's values, the thesis's."""
+def _scores(runs: list[tuple[int, dict]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, (N, seeds) probabilities) of runs that kept their per-image probabilities."""
+    if not runs or any("probabilities" not in report for _, report in runs):
+        return None
+    labels = np.asarray(runs[0][1]["labels"], np.int64)
+    return labels, np.stack([np.asarray(r["probabilities"], np.float64) for _, r in runs], 1)
+
+
+def paired_differences(
+    results: dict[str, list[tuple[int, dict]]], arms: list[Arm], resamples: int = 1000
+) -> dict[str, dict | None]:
+    """Per arm, ROC AUC and accuracy minus the natural arm's, paired over the seeds both ran,
+    with 95 % bootstrap intervals over test images (None for the natural arm itself)."""
+    natural = next((arm for arm in arms if arm.kind == "natural"), None)
+    out: dict[str, dict | None] = {arm.name: None for arm in arms}
+    if natural is None:
+        return out
+    reference = dict(results[natural.name])
+    for arm in arms:
+        if arm is natural:
+            continue
+        seeds = [seed for seed, _ in results[arm.name] if seed in reference]
+        mine = _scores([(s, r) for s, r in results[arm.name] if s in seeds])
+        theirs = _scores([(s, reference[s]) for s in seeds])
+        if mine is None or theirs is None or not np.array_equal(mine[0], theirs[0]):
+            continue
+        labels = mine[0]
+
+        def accuracy_of(y, p):
+            return classification.accuracy(y, (p > classification.THRESHOLD).astype(np.int64))
+
+        out[arm.name] = {"seeds": seeds}
+        for metric, fn in (("roc_auc", classification.roc_auc), ("accuracy", accuracy_of)):
+            out[arm.name][metric] = classification.paired_difference(
+                labels, mine[1], theirs[1], fn, num_resamples=resamples, seed=0
+            )
+    return out
+
+
+def summarise(results: dict[str, list[tuple[int, dict]]], arms: list[Arm]) -> list[dict]:
+    """One row per arm: runs, mean/std per metric, the best run's values, the thesis's numbers
+    and, beside the natural arm, the paired difference of ROC AUC and accuracy."""
+    differences = paired_differences(results, arms)
     rows = []
-    for per_class, runs in results.items():
-        row: dict = {"synthetic_per_class": per_class, "runs": len(runs)}
+    for arm in arms:
+        runs = results[arm.name]
+        row: dict = {
+            "arm": arm.name,
+            "kind": arm.kind,
+            "training_data": arm.describe(),
+            "synthetic_per_class": arm.per_class,
+            "runs": len(runs),
+        }
         row["seeds"] = " ".join(str(seed) for seed, _ in runs)
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(
@@ -115,9 +212,16 @@ def summarise(results: dict[int, list[tuple[int, dict]]]) -> list[dict]:
         # Best by accuracy; the first seed wins a tie.
         best_seed, best = max(runs, key=lambda run: (run[1]["accuracy"], -run[0]))
         row["best_seed"] = best_seed
-        for metric in BEST:
+        for metric in BEST + ("roc_auc",):
             row[f"best_{metric}"] = best[metric]
-        thesis = THESIS_TABLE2.get(per_class, {})
+        diff = differences[arm.name]
+        for metric in ("roc_auc", "accuracy"):
+            d = diff[metric] if diff else {"difference": math.nan, "ci": [math.nan, math.nan]}
+            row[f"diff_{metric}"] = d["difference"]
+            row[f"diff_{metric}_ci_low"], row[f"diff_{metric}_ci_high"] = d["ci"]
+        thesis = (
+            THESIS_TABLE2.get(arm.per_class, {}) if arm.kind in ("natural", "translated") else {}
+        )
         for key in THESIS:
             row[f"thesis_{key}"] = thesis.get(key, math.nan)
         rows.append(row)
@@ -128,28 +232,40 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _signed(value: float, low: float, high: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def markdown_table(rows: list[dict], title: str) -> str:
     """table.md's text."""
     with_kappa = any(math.isfinite(row["study_kappa_mean"]) for row in rows)
     shown = [m for m in METRICS if m != "study_kappa" or with_kappa]
     names = {"sensitivity": "sens.", "specificity": "spec.", "accuracy": "acc.",
              "roc_auc": "ROC AUC", "study_kappa": "study κ"}  # fmt: skip
-    header = ["synthetic / class", "runs", *(f"{names[m]} mean ± std" for m in shown)]
-    header += ["best seed", *(f"best {names[m]}" for m in BEST)]
+    header = ["training data", "runs", *(f"{names[m]} mean ± std" for m in shown)]
+    header += ["ROC AUC − natural only [95 % CI]", "best seed", *(f"best {names[m]}" for m in BEST)]
     header += ["thesis sens.", "thesis spec.", "thesis acc.", "thesis std acc."]
     lines = [
         f"# {title}",
         "",
-        "Test-set metrics; mean ± sample standard deviation over seeds. Best = the run with the "
-        "highest test accuracy (the thesis's Table 2 reports best runs; its last column is the "
-        "std of accuracy over its 5 repeats). Thesis numbers are for MURA forearms.",
+        "Test-set metrics; mean ± sample standard deviation over seeds. The difference to "
+        "natural only is paired: the mean over seeds of (this arm's ROC AUC − the natural arm's "
+        "with the same seed), with a 95 % percentile-bootstrap interval over test images (each "
+        "resample shared by every seed and both arms). Best = the run with the highest test "
+        "accuracy (the thesis's Table 2 reports best runs; its last column is the std of "
+        "accuracy over its 5 repeats). Thesis numbers are for MURA forearms.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for row in rows:
-        cells = [f"{row['synthetic_per_class']:,}", str(row["runs"])]
+        cells = [row["training_data"], str(row["runs"])]
         cells += [f"{_fmt(row[f'{m}_mean'])} ± {_fmt(row[f'{m}_std'])}" for m in shown]
+        cells.append(
+            _signed(row["diff_roc_auc"], row["diff_roc_auc_ci_low"], row["diff_roc_auc_ci_high"])
+        )
         cells += [str(row["best_seed"]), *(_fmt(row[f"best_{m}"]) for m in BEST)]
         cells += [_fmt(row[f"thesis_{k}"]) for k in THESIS]
         lines.append("| " + " | ".join(cells) + " |")
@@ -176,19 +292,31 @@ def write_tables(rows: list[dict], workdir: str | pathlib.Path, title: str) -> N
     print(f"wrote {workdir / 'table.md'} and table.csv", flush=True)
 
 
+def run_arms(
+    config: ml_collections.ConfigDict,
+    arms: list[Arm],
+    num_seeds: int,
+    workdir: str | pathlib.Path,
+) -> list[dict]:
+    """Every run of every arm, then the tables; returns the table rows."""
+    rows = summarise(run_all(config, arms, num_seeds, workdir), arms)
+    title = f"Synthetic-augmentation ablation: {config.natural.train} → {config.natural.test}"
+    write_tables(rows, workdir, title)
+    if jax.process_index() == 0:
+        print(markdown_table(rows, title), flush=True)
+    return rows
+
+
 def run_ablation(
     config: ml_collections.ConfigDict,
     settings: list[int],
     num_seeds: int,
     workdir: str | pathlib.Path,
 ) -> list[dict]:
-    """Every run, then the tables; returns the table rows."""
-    rows = summarise(run_all(config, settings, num_seeds, workdir))
-    title = f"Synthetic-augmentation ablation: {config.natural.train} → {config.natural.test}"
-    write_tables(rows, workdir, title)
-    if jax.process_index() == 0:
-        print(markdown_table(rows, title), flush=True)
-    return rows
+    """The thesis's arms (`settings`: synthetic images per class, 0 = natural only)."""
+    if any(n < 0 for n in settings):
+        raise ValueError(f"--synthetic values must be ≥ 0, got {settings}")
+    return run_arms(config, settings_arms(settings), num_seeds, workdir)
 
 
 config_flags.DEFINE_config_file("config", None, "classifier config file", lock_config=True)

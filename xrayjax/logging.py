@@ -185,3 +185,30 @@ def save_png(path: str | pathlib.Path, image: np.ndarray) -> None:
     if not cv2.imwrite(str(tmp), image):
         raise OSError(f"could not write {path}")
     tmp.replace(path)
+
+
+def json_safe(value):
+    """numpy → Python; NaN and ±inf → None (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_json(path: str | pathlib.Path, data) -> pathlib.Path:
+    """Write strict JSON (NaN as null) atomically: a temporary file, then a rename."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path

@@ -57,6 +57,12 @@ def run(config, workdir: str, mode: str, split: str | None = None) -> None:
             inference.segment(
                 config, workdir, equation=FLAGS.equation, threshold=FLAGS.threshold, **common
             )
+    elif trainer == "segmenter":
+        from xrayjax.trainers import segmenter
+
+        if mode == "evaluate":
+            raise ValueError("a segmenter evaluates itself at the end of training (eval.json)")
+        segmenter.train(config, workdir)
     elif trainer == "classifier":
         from xrayjax.trainers import classifier
 

@@ -183,7 +183,29 @@ def test_batch_must_divide_processes():
 def test_missing_dataset_and_split_messages(data_dir, tmp_path):
     with pytest.raises(sources.DatasetNotFound, match="python -m data_prep.mura"):
         sources.open_table("mura", "train", tmp_path)
-    with pytest.raises(sources.DatasetNotFound, match="data_prep.phantom --preset demo"):
+    with pytest.raises(sources.DatasetNotFound, match="data_prep.phantom --preset configs"):
         sources.open_table("phantom_forearm_clean", "train", tmp_path)
     with pytest.raises(sources.DatasetNotFound, match=r"has no split 'valid'.*\['test', 'train'\]"):
         sources.open_table("toy", "valid", data_dir)
+
+
+def test_paired_image_and_mask_stay_registered(data_dir):
+    """PairedPreprocess crops and flips an image and its mask alike (toy masks are image > 90)."""
+    table = sources.open_table("toy", "train", data_dir)
+    common = dict(image_size=24, load_size=SIZE, augment=True, keep=())
+    paired = transforms.PairedPreprocess(
+        image=transforms.Preprocess(**common),
+        mask=transforms.Preprocess(image_key="mask", **common),
+    )
+    outputs = set()
+    for i in range(8):
+        out = paired(table[i], np.random.default_rng(i))
+        assert out["image"].shape == out["mask"].shape == (24, 24, 1)
+        pixels = np.round((out["image"][..., 0] + 1.0) * 127.5)
+        np.testing.assert_array_equal(out["mask"][..., 0] > 0, pixels > 90)
+        assert set(np.unique(out["mask"])) <= {-1.0, 1.0}
+        again = paired(table[0], np.random.default_rng(100 + i))["image"]
+        outputs.add(again.tobytes())
+    assert len(outputs) > 1  # the augmentation does vary
+    with pytest.raises(ValueError, match="must read 'mask'"):
+        transforms.PairedPreprocess(image=transforms.Preprocess(), mask=transforms.Preprocess())

@@ -159,3 +159,23 @@ def test_bad_arguments_name_the_allowed_values(kwargs, words):
         arguments.pop("style")
         with pytest.raises(ValueError):
             render.radius_mask(**arguments)
+
+
+def test_small_phantoms_are_the_256_px_phantom_area_averaged():
+    """A 64-px phantom is what a 4× coarser detector would see of the 256-px one: each pixel
+    the mean of a 4×4 block, bone where bone covers at least half of it, the same geometry."""
+    assert render.supersampling(64) == 4 and render.supersampling(96) == 3
+    assert render.supersampling(256) == render.supersampling(512) == 1
+    for index in range(3):
+        fine = render.render_phantom("forearm", "radiograph", 4, index, 256)
+        coarse = render.render_phantom("forearm", "radiograph", 4, index, 64)
+        blocks = fine.image.astype(np.float32).reshape(64, 4, 64, 4).mean((1, 3))
+        assert np.abs(coarse.image.astype(np.float32) - blocks).max() <= 0.5 + 1e-3
+        coverage = fine.mask.astype(np.float32).reshape(64, 4, 64, 4).mean((1, 3))
+        # The 256-px mask is itself point-sampled: coverage differs only along bone edges.
+        assert np.mean(coarse.mask != (coverage >= 0.5)) < 0.01
+        np.testing.assert_allclose(
+            coarse.radius_axis, (fine.radius_axis + 0.5) / 4 - 0.5, atol=1e-4
+        )
+        assert coarse.label == fine.label
+        assert coarse.radial_inclination_deg == fine.radial_inclination_deg

@@ -201,3 +201,41 @@ def test_classification_report():
     assert "study_kappa_ci" in report
     plain = cls.classification_report(labels, probabilities, num_resamples=10)
     assert "study_accuracy" not in plain and "num_studies" not in plain
+
+
+def test_paired_difference_matches_every_resample_enumerated():
+    """On 5 test images × 2 seeds, all 5⁵ equally likely resamples can be listed: the bootstrap's
+    percentile interval must match the exact quantiles of the statistic over them."""
+    labels = np.array([0, 1, 0, 1, 1])
+    arm = np.array([[0.2, 0.1], [0.9, 0.6], [0.4, 0.7], [0.6, 0.8], [0.3, 0.9]])
+    reference = np.array([[0.5, 0.3], [0.4, 0.2], [0.6, 0.1], [0.7, 0.5], [0.2, 0.4]])
+
+    def statistic(index):
+        y = labels[list(index)]
+        return np.mean(
+            [cls.roc_auc(y, arm[list(index), s])
+             - cls.roc_auc(y, reference[list(index), s]) for s in (0, 1)]
+        )  # fmt: skip
+
+    exact = np.array([statistic(i) for i in itertools.product(range(5), repeat=5)])
+    exact = exact[~np.isnan(exact)]  # resamples with one class only have no AUC
+    result = cls.paired_difference(labels, arm, reference, num_resamples=20000, seed=3)
+    per_seed = [
+        cls.roc_auc(labels, arm[:, s]) - cls.roc_auc(labels, reference[:, s]) for s in (0, 1)
+    ]
+    assert result["per_seed"] == pytest.approx(per_seed)
+    assert result["difference"] == pytest.approx(np.mean(per_seed))
+    low, high = np.quantile(exact, [0.025, 0.975])
+    # The statistic takes few distinct values, so the quantiles agree to one step of it.
+    assert result["ci"][0] == pytest.approx(low, abs=0.06)
+    assert result["ci"][1] == pytest.approx(high, abs=0.06)
+    assert result["ci"][0] < result["difference"] < result["ci"][1]
+
+
+def test_paired_difference_of_an_arm_with_itself_is_zero_and_shapes_are_checked():
+    labels = np.array([0, 1, 0, 1])
+    scores = np.array([[0.1, 0.3], [0.8, 0.9], [0.4, 0.2], [0.7, 0.6]])
+    result = cls.paired_difference(labels, scores, scores, num_resamples=50)
+    assert result["difference"] == 0.0 and result["ci"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="num_images=4, num_seeds"):
+        cls.paired_difference(labels, scores, scores[:, :1])

@@ -110,3 +110,24 @@ def test_compare_methods_side_by_side():
     assert both["eq67"]["dice_mean"] == pytest.approx(0.8)
     with pytest.raises(ValueError):
         segmentation.compare_methods({}, truths)
+
+
+def test_otsu_baseline_on_phantoms_with_known_masks():
+    """The baseline that learns nothing: on a clean render (bone on black) it is the bone; on a
+    radiograph-style one it keeps every bone pixel but takes the soft tissue along."""
+    from data_prep import render
+
+    for index in range(3):
+        clean = render.render_phantom("forearm", "clean", 3, index, 64)
+        bone = segmentation.otsu_bone(clean.image)
+        assert bone.dtype == np.uint8 and set(np.unique(bone)) <= {0, 1}
+        assert segmentation.dice(bone, clean.mask) > 0.97
+        xray = render.render_phantom("forearm", "radiograph", 3, index, 64)
+        bone = segmentation.otsu_bone(xray.image)
+        assert (bone & xray.mask).sum() >= 0.99 * xray.mask.sum()
+        assert segmentation.dice(bone, xray.mask) < 0.6
+        # The same picture in [−1, 1] gives the same mask.
+        as_float = xray.image.astype(np.float32) / 127.5 - 1.0
+        assert np.array_equal(segmentation.otsu_bone(as_float[:, :, None]), bone)
+    with pytest.raises(ValueError, match="one 2-D image"):
+        segmentation.otsu_bone(np.zeros((2, 8, 8)))

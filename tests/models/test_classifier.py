@@ -194,3 +194,27 @@ def test_batch_norm_statistics_are_global_across_devices(tiny):
     _, local = jax.jit(step)(variables, x[:2])
     stem_local = local["batch_stats"]["stem_bn"]["mean"]
     assert not np.allclose(stem_local, single["batch_stats"]["stem_bn"]["mean"], atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7, 3), (3, 16, 16, 4)])
+def test_fast_max_pool_equals_flax_values_and_gradients_ties_included(shape):
+    from xrayjax.models import layers
+
+    rng = np.random.default_rng(sum(shape))
+    smooth = rng.standard_normal(shape).astype(np.float32)
+    tied = np.maximum(np.round(smooth), 0).astype(np.float32)  # many equal maxima, as after ReLU
+    out_shape = (shape[0], -(-shape[1] // 2), -(-shape[2] // 2), shape[3])
+    weights = rng.standard_normal(out_shape).astype(np.float32)
+    for x in (smooth, tied):
+        plain = layers.max_pool_3x3_stride_2(x, "xla")
+        fast = layers.max_pool_3x3_stride_2(x, "taps")
+        np.testing.assert_array_equal(plain, fast)
+        grads = [
+            jax.grad(lambda v, f=form: (layers.max_pool_3x3_stride_2(v, f) * weights).sum())(x)
+            for form in ("xla", "taps")
+        ]
+        # The same winner gets each window's gradient; only summation order may differ.
+        np.testing.assert_allclose(grads[0], grads[1], atol=1e-6)
+        assert np.array_equal(grads[0] != 0, grads[1] != 0)
+    with pytest.raises(ValueError, match="unknown form"):
+        layers.max_pool_3x3_stride_2(smooth, "fast")

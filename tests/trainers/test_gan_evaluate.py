@@ -59,27 +59,36 @@ def test_eval_json_holds_every_section(evaluated):
         assert _finite(cycle["ssim_mean"]) and -1 <= cycle["ssim_mean"] <= 1
         assert len(cycle["l1"]) == section["num_images"]
         anatomy = section["anatomy_preservation"]
-        for key in ("translated", "untranslated_source"):
-            assert 0 <= anatomy[key]["dice_mean"] <= 1
-            assert anatomy[key]["num_images"] == section["num_images"]
-    # Untranslated masks thresholded are the masks: the reference ceiling is exact.
-    assert report["translation"]["AC"]["anatomy_preservation"]["untranslated_source"][
+        assert 0 <= anatomy["translated"]["dice_mean"] <= 1
+        assert anatomy["translated"]["num_images"] == section["num_images"]
+        # The bone finder's reference: itself on real target images against their masks.
+        assert 0 <= anatomy["reference"]["dice_mean"] <= 1
+        target = pair[0]
+        assert anatomy["reference"]["num_images"] == report["domains"][target]["num_masks"]
+        expected = "mask above 0.0" if target == "C" else "per-image Otsu threshold"
+        assert anatomy["bone"] == expected
+    # Real masks thresholded are the masks: the mask domain's reference is exact.
+    assert report["translation"]["CA"]["anatomy_preservation"]["reference"][
         "dice_mean"
     ] == pytest.approx(1.0)
+    assert "segmenter_workdir is empty" in report["segmenter"]["skipped"]
 
 
 def test_without_classifier_kid_and_labels_are_skipped_with_a_reason(evaluated):
     report, _, _ = evaluated
-    assert "classifier_workdir" in report["features"]["skipped"]
-    for section in report["translation"].values():
-        assert "classifier_workdir" in section["kid"]["skipped"]
-        assert "classifier_workdir" in section["label_preservation"]["skipped"]
+    assert set(report["features"]) == {"A", "B"}  # C holds masks: no classifier applies
+    assert all("classifier_workdir" in f["skipped"] for f in report["features"].values())
+    for pair, section in report["translation"].items():
+        words = "bone masks" if pair[0] == "C" else "classifier_workdir"
+        assert words in section["kid"]["skipped"]
+        assert words in section["label_preservation"]["skipped"]
 
 
-def test_segmentation_by_both_equations(evaluated):
+def test_segmentation_by_both_equations_and_the_baseline(evaluated):
     seg = evaluated[0]["segmentation"]
     assert seg["equations"] == {"eq66": "G_CB(G_BA(a))", "eq67": "G_CB(a)"}
-    for eq in ("eq66", "eq67"):
+    assert set(seg["methods"]) == {"eq66", "eq67", "baseline"}  # no segmenter configured
+    for eq in ("eq66", "eq67", "baseline"):
         assert seg[eq]["num_images"] == NUM_A and len(seg[eq]["dice"]) == NUM_A
         assert 0 <= seg[eq]["dice_mean"] <= 1 and 0 <= seg[eq]["iou_mean"] <= 1
         assert all(0 <= d <= 1 for d in seg[eq]["dice"])
@@ -92,6 +101,7 @@ def test_radial_inclination_counts_every_mask(evaluated):
     # the accounting: every image is measured or fails with a reason.
     incl = evaluated[0]["radial_inclination"]
     assert incl["median_filter_px"] == 3 and "radial_inclination_deg" in incl["truth"]
+    assert incl["image_px"] == 64 and incl["measured_at_px"] == 256  # upsampled below 128 px
     for key in ("ground_truth_masks", "eq66", "eq67"):
         result = incl[key]
         assert result["num_measured"] + result["num_failures"] == NUM_A
@@ -104,7 +114,7 @@ def test_figures_are_pngs(evaluated):
     report, _, workdir = evaluated
     names = {os.path.basename(p) for p in report["figures"]}
     assert {f"translation_{p}.png" for p in PAIRS} <= names
-    assert {"segmentation_eq66.png", "segmentation_eq67.png"} <= names
+    assert {"segmentation_eq66.png", "segmentation_eq67.png", "segmentation_baseline.png"} <= names
     assert "radial_inclination_errors_ground_truth_masks.png" in names
     for path in report["figures"]:
         image = cv2.imread(str(workdir / path))
@@ -122,20 +132,23 @@ def test_with_a_trained_classifier_kid_and_label_preservation(trained, phantom_d
     config.eval.classifier_workdir = str(tmp_path / "cls")
     config.eval.max_images = 8
     report = gan_evaluate.evaluate(config, workdir)
-    features = report["features"]
+    features = report["features"]["A"]
+    assert report["features"]["B"] == features  # one default classifier for both X-ray domains
     assert "penultimate" in features["network"] and features["classifier_step"] == 2
     assert features["input_size"] == 32 and features["feature_dim"] == 8  # width 4, 2 modules
     for pair, section in report["translation"].items():
         kid = section["kid"]
-        for key in ("translated", "untranslated_source"):
-            assert _finite(kid[key]["mean"]) and _finite(kid[key]["std"])
-        assert kid["subset_size"] == 8
         labels = section["label_preservation"]
         if pair[0] == "C":  # a mask target: no X-ray for the classifier
-            assert "masks" in labels["skipped"]
-        else:
-            assert 0 <= labels["translated"]["accuracy"] <= 1
-            assert labels["translated"]["num_images"] == 8
+            assert "masks" in kid["skipped"] and "masks" in labels["skipped"]
+            continue
+        for key in ("translated", "untranslated_source", "reference_real"):
+            assert _finite(kid[key]["mean"]) and _finite(kid[key]["std"])
+        assert kid["subset_size"] == 8 and kid["reference_real"]["num_each"] == 4
+        assert 0 <= labels["translated"]["accuracy"] <= 1
+        assert labels["translated"]["num_images"] == 8
+        # The reference: the same classifier on the real, labelled target images.
+        assert labels["reference"]["num_images"] == 8
     assert report["segmentation"]["eq66"]["num_images"] == 8
 
 
@@ -165,6 +178,7 @@ def test_radial_inclination_section_at_256_px():
     angles = np.array([p.radial_inclination_deg for p in phantoms])
     domain = gan_evaluate._Domain("A", None, "toy:test", None, None, masks, angles)
     acc = {"index": list(range(6)), "eq66": masks, "eq67": [np.zeros_like(m) for m in masks]}
+    assert gan_evaluate.measurable(masks[0], 0.5).shape == (256, 256)  # measured as they are
     section = gan_evaluate._radial_inclination(domain, acc)
     assert section["ground_truth_masks"] == geometry.inclination_errors(masks, angles)
     truth, filtered = section["ground_truth_masks"], section["eq66"]
@@ -183,6 +197,25 @@ def test_radial_inclination_section_at_256_px():
     assert np.median(np.abs(section["eq66"]["errors_deg"])) < 1.0
 
 
-def test_json_safe_turns_non_finite_into_null():
+def test_json_safe_turns_non_finite_into_null(tmp_path):
+    from xrayjax import logging as runlog
+
     value = {"a": float("nan"), "b": np.float32(1.5), "c": [np.inf, np.int64(3)], "d": (True,)}
-    assert gan_evaluate._json_safe(value) == {"a": None, "b": 1.5, "c": [None, 3], "d": [True]}
+    assert runlog.json_safe(value) == {"a": None, "b": 1.5, "c": [None, 3], "d": [True]}
+    path = runlog.write_json(tmp_path / "x.json", value)
+    assert json.loads(path.read_text()) == {"a": None, "b": 1.5, "c": [None, 3], "d": [True]}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_small_masks_are_measured_upsampled():
+    """Below 128 px the soft output is upsampled before thresholding: the distal radius of a
+    64-px phantom becomes measurable, the error bounded by the coarse input."""
+    from data_prep import render
+
+    errors = []
+    for index in range(6):
+        p = render.render_phantom("forearm", "clean", 5, index, 64)
+        mask = gan_evaluate.measurable(p.mask, 0.5)
+        assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 1}
+        errors.append(geometry.radial_inclination_deg(mask) - p.radial_inclination_deg)
+    assert np.median(np.abs(errors)) < 6.0

@@ -54,7 +54,9 @@ def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path, gan_re
     assert result.returncode == 2
     assert "global batch 3 does not divide by the 4 devices" in result.stderr
     result = _run(tmp_path / "w2", tmp_path / "empty")
-    assert result.returncode == 2 and "python -m data_prep.phantom --preset demo" in result.stderr
+    assert (
+        result.returncode == 2 and "python -m data_prep.phantom --preset configs" in result.stderr
+    )
     result = _run(tmp_path / "w3", phantom_data_dir, "--config.model.featurs=3")
     assert result.returncode != 0 and "featurs" in result.stderr
     assert not (tmp_path / "w1").exists() or not list((tmp_path / "w1").rglob("*.jsonl"))

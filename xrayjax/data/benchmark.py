@@ -1,6 +1,6 @@
 """Input-pipeline throughput: decode + CLAHE + resize + crop + flip, images/s per worker count.
 
-    python -m data_prep.phantom --preset demo            # once, to have a dataset to read
+    python -m data_prep.phantom --preset configs         # once, to have a dataset to read
     python -m xrayjax.data.benchmark --workers 0,2 [--dataset phantom_forearm_radiograph]
 
 Prints one JSON line per worker count.

@@ -36,7 +36,7 @@ def _how_to_make(name: str, data_dir: pathlib.Path) -> str:
     if name in _HOW_TO_MAKE:
         return _HOW_TO_MAKE[name].format(data_dir=data_dir)
     if name.startswith("phantom_"):
-        return f"python -m data_prep.phantom --preset demo --data-dir {data_dir}"
+        return f"python -m data_prep.phantom --preset configs --data-dir {data_dir}"
     return (
         f"python -m data_prep.image_folder --source DIR --name {name} --data-dir {data_dir} "
         "(or a translate run writing it)"

@@ -106,3 +106,33 @@ class Preprocess:
             if key in record:
                 out[key] = np.asarray(record[key])
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedPreprocess:
+    """An image and its bone mask from one record, cropped and flipped identically.
+
+    Both transforms draw their random numbers from generators seeded alike, and take the same
+    draws in the same order (CLAHE draws none), so the mask stays registered with the image.
+    Output: image (H, W, 1) in [−1, 1], mask (H, W, 1) in {−1, 1}, index.
+    """
+
+    image: Preprocess
+    mask: Preprocess
+
+    def __post_init__(self):
+        if self.mask.image_key != "mask":
+            raise ValueError(f"the mask transform must read 'mask', not {self.mask.image_key!r}")
+        if self.mask.rotate_deg != self.image.rotate_deg or self.mask.augment != self.image.augment:
+            raise ValueError("image and mask transforms must augment alike")
+
+    @property
+    def augment(self) -> bool:
+        """Whether the pair is augmented (pipelines check this before an evaluation pass)."""
+        return self.image.augment
+
+    def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
+        seed = None if rng is None else int(rng.integers(1 << 62))
+        image = self.image(record, None if seed is None else np.random.default_rng(seed))
+        mask = self.mask(record, None if seed is None else np.random.default_rng(seed))
+        return {"image": image["image"], "mask": mask["image"], "index": image["index"]}

@@ -230,3 +230,49 @@ def classification_report(
         report["num_studies"] = int(studies.labels.size)
         report["num_abnormal_studies"] = int(studies.labels.sum())
     return report
+
+
+def paired_difference(
+    labels: Any,
+    scores: Any,
+    reference_scores: Any,
+    metric: Callable[[Any, Any], float] = roc_auc,
+    *,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """How much an arm beats a reference arm on one test set, paired over seeds and images.
+
+    `scores` and `reference_scores` are (N, S): column s holds the test-image scores of the
+    arm's and the reference's run with seed s. The difference is the mean over seeds of
+    metric(arm_s) − metric(reference_s); its interval is a percentile bootstrap over test
+    images, each resample drawing the same images for every seed and both arms, so what the
+    two arms share (the test images, the seeds) cancels. Keys: difference, ci, per_seed.
+    """
+    labels = _binary("labels", labels)
+    arm = np.asarray(scores, np.float64)
+    ref = np.asarray(reference_scores, np.float64)
+    arm, ref = (a[:, None] if a.ndim == 1 else a for a in (arm, ref))
+    if arm.shape != ref.shape or arm.ndim != 2 or arm.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"scores {arm.shape} and reference_scores {ref.shape} must both be "
+            f"(num_images={labels.shape[0]}, num_seeds)"
+        )
+    if not (np.isfinite(arm).all() and np.isfinite(ref).all()):
+        raise ValueError("scores must be finite")
+
+    def per_seed(y: np.ndarray, a: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return np.array([metric(y, a[:, s]) - metric(y, r[:, s]) for s in range(a.shape[1])])
+
+    def mean_difference(y: np.ndarray, a: np.ndarray, r: np.ndarray) -> float:
+        return float(np.mean(per_seed(y, a, r)))
+
+    low, high = bootstrap_interval(
+        mean_difference, labels, arm, ref, num_resamples=num_resamples, seed=seed, level=level
+    )
+    return {
+        "difference": mean_difference(labels, arm, ref),
+        "ci": [low, high],
+        "per_seed": per_seed(labels, arm, ref).tolist(),
+    }

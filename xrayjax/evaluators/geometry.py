@@ -61,6 +61,9 @@ SURFACE_MARGIN_PX = 1.0
 # A surface edge that no straight line separates (a smooth or noisy predicted mask) has rounded
 # corners: its least-squares line uses only this central fraction of the strips.
 ROUGH_SURFACE_SPAN = 0.6
+# A removed segment (abnormal forearm) may span up to this many shaft widths: its two pieces
+# still count as one bone (phantom gaps reach 25 % of the bone, ≈ 5 shaft widths).
+MAX_GAP_WIDTHS = 6.0
 # Ground-truth phantoms flare 1.8-2.5×; far more means carpals fused onto the radius.
 MAX_FLARE = 3.5
 # When the radius looks fused with its neighbours, up to this many more erosions part the bones;
@@ -232,7 +235,7 @@ def _axis_frame(piece: _Piece) -> _Frame:
     return frame
 
 
-def _continues(last: _Piece, other: _Piece, frames: dict) -> bool:
+def _continues(last: _Piece, other: _Piece, frames: dict, pieces: list[_Piece]) -> bool:
     """Whether `other` is the distal part of the bone `last` belongs to, past a removed segment.
 
     Judged in the longer piece's frame, with w that piece's shaft width (both are the better
@@ -241,7 +244,8 @@ def _continues(last: _Piece, other: _Piece, frames: dict) -> bool:
     its chords are centred on the same line; `last` does not widen into its distal end (a joint:
     the bone is whole); both are about as wide next to the gap (a carpal is too short to have a
     chord there, a metacarpal too narrow). A distal piece may be all metaphysis and a proximal
-    one all radial head, hence the generous width ratio.
+    one all radial head, hence the generous width ratio. A gap wider than 1.5·w must be an
+    empty corridor: no other bone lies between the two pieces (carpals do, past a whole ulna).
     """
     # Cheap first look in the principal frame: far off `last`'s line or end, it is not its part.
     if -id(last) not in frames:
@@ -250,7 +254,7 @@ def _continues(last: _Piece, other: _Piece, frames: dict) -> bool:
     a, c = rough.coords(last.points)
     other_a, other_c = rough.coords(other.points)
     reach = float(np.ptp(c))  # about the widest chord
-    if not (other_a.mean() > a.max() and other_a.min() < a.max() + 2 * reach):
+    if not (other_a.mean() > a.max() and other_a.min() < a.max() + MAX_GAP_WIDTHS * reach):
         return False
     if abs(other_c.mean()) > reach:
         return False
@@ -266,8 +270,15 @@ def _continues(last: _Piece, other: _Piece, frames: dict) -> bool:
         return False  # not distal, or one is a cluster of bones side by side (a hand)
     w = _shaft_width(s if last_is_longer else t)
     top, start = s.a.max(), t.a.min()
-    if start > top + 1.5 * w:
+    if start > top + MAX_GAP_WIDTHS * w:
         return False
+    if start > top + 1.5 * w:
+        for piece in pieces:
+            if piece is last or piece is other:
+                continue
+            a_p, c_p = longer.coords(piece.points)
+            if np.any((a_p > top) & (a_p < start) & (np.abs(c_p) < 1.5 * w)):
+                return False
     shorter = t if np.ptp(t.a) <= np.ptp(s.a) else s
     middles = np.abs(shorter.lo + shorter.hi)[~shorter.cut] / 2
     if middles.size == 0 or np.median(middles) > 0.3 * w:
@@ -292,7 +303,7 @@ def _chain(seed: _Piece, others: list[_Piece], frames: dict[int, _Frame]) -> lis
     chain: list[_Piece] = [seed]
     while True:
         unused = [p for p in others if not any(p is q for q in chain)]
-        following = [p for p in unused if _continues(chain[-1], p, frames)]
+        following = [p for p in unused if _continues(chain[-1], p, frames, others)]
         if not following:
             return chain
         chain.append(following[0])

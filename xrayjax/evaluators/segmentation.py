@@ -145,3 +145,19 @@ def compare_methods(
     if not preds_by_method:
         raise ValueError("compare_methods needs at least one method")
     return {name: segmentation_report(preds, truths) for name, preds in preds_by_method.items()}
+
+
+def otsu_bone(image: Any) -> np.ndarray:
+    """uint8 {0, 1}: pixels above the image's own Otsu threshold, a segmentation that learns
+    nothing (the baseline beside learnt ones). Images are uint8 or float in [−1, 1], one channel.
+    """
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"otsu_bone needs one 2-D image, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(np.round((array.astype(np.float64) + 1.0) * 127.5), 0, 255)
+        array = array.astype(np.uint8)
+    level, _ = cv2.threshold(array, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    return (array > level).astype(np.uint8)

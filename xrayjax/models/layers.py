@@ -317,3 +317,59 @@ class ConvTranspose2x(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         return conv_transpose_2x(x, kernel, self.form, self.weight_grad) + bias
+
+
+# ---- 3×3 max-pool, stride 2 (the classifier's stem) --------------------------------------------
+
+MAX_POOL_FORMS = ("auto", "xla", "taps")
+
+
+def _pool_taps(x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+    """(9, N, Ho, Wo, C): the input under each tap of every 3×3 stride-2 window (padding 1,
+    −inf), taps in row-major window order; and (Ho, Wo) = ⌈(H, W) / 2⌉."""
+    _, h, w, _ = x.shape
+    ho, wo = -(-h // 2), -(-w // 2)
+    padded = jnp.pad(
+        x, ((0, 0), (1, 2 * ho - h + 1), (1, 2 * wo - w + 1), (0, 0)), constant_values=-jnp.inf
+    )
+    taps = [padded[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(3) for j in range(3)]
+    return jnp.stack(taps), (ho, wo)
+
+
+@jax.custom_vjp
+def _max_pool_taps(x: jax.Array) -> jax.Array:
+    return jnp.max(_pool_taps(x)[0], axis=0)
+
+
+def _max_pool_taps_fwd(x):
+    taps, _ = _pool_taps(x)
+    # argmax takes the first maximum: the tap XLA's select-and-scatter picks on a tie.
+    return jnp.max(taps, axis=0), (jnp.argmax(taps, axis=0).astype(jnp.int8), x.shape)
+
+
+def _max_pool_taps_bwd(residuals, dy):
+    winner, (n, h, w, c) = residuals
+    _, ho, wo, _ = dy.shape
+    dx = jnp.zeros((n, 2 * ho + 1, 2 * wo + 1, c), dy.dtype)
+    for k in range(9):
+        i, j = divmod(k, 3)
+        part = jnp.where(winner == k, dy, 0)
+        # Scatter onto every other row and column from (i, j): interior padding does it densely.
+        config = ((0, 0, 0), (i, 2 - i, 1), (j, 2 - j, 1), (0, 0, 0))
+        dx = dx + lax.pad(part, jnp.zeros((), dy.dtype), config)
+    return (dx[:, 1 : h + 1, 1 : w + 1],)
+
+
+_max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)
+
+
+def max_pool_3x3_stride_2(x: jax.Array, form: str = "auto") -> jax.Array:
+    """3×3 max-pool at stride 2 with padding 1 (borders never win), NHWC → ⌈H/2⌉ × ⌈W/2⌉.
+
+    "xla" is `nn.max_pool`, whose gradient XLA CPU computes with a select-and-scatter that took
+    ~40 % of the 64-px classifier step; "taps" takes the max of the 9 strided views and sends
+    the gradient to the same winner (the first maximum of the window) by dense ops.
+    """
+    if _resolve(form, MAX_POOL_FORMS, "taps", "xla") == "xla":
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return _max_pool_taps(x)

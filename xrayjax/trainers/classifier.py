@@ -130,8 +130,15 @@ def eval_table(config, split: str | None = None) -> tuple[sources.RecordTable, n
     if split:
         spec = split if ":" in split else f"{parse_spec(spec)[0]}:{split}"
     name, _ = parse_spec(spec)
-    synthetic_names = {parse_spec(s)[0] for s in config.synthetic.datasets}
-    if name in synthetic_names:
+    added = [parse_spec(s) for s in config.synthetic.datasets]
+    if parse_spec(spec) in added:
+        raise ValueError(
+            f"the test set {spec} is one of config.synthetic.datasets, the images added to the "
+            "training set; evaluate on held-out natural images only"
+        )
+    # Other splits of the natural dataset may be added (a natural-rich ceiling); a synthetic one
+    # must never be the test set.
+    if name != parse_spec(config.natural.train)[0] and name in {n for n, _ in added}:
         raise ValueError(
             f"the test set {spec} comes from a synthetic dataset ({name} is in "
             "config.synthetic.datasets); evaluate on natural images only"
@@ -247,17 +254,22 @@ class Evaluator:
             num_resamples=self.config.bootstrap_resamples,
             seed=0,
         )
-        return {"split": spec, "step": step, "total_steps": total_steps, **body}
+        # Per-image probabilities let the ablation pair runs on the same test images.
+        return {
+            "split": spec,
+            "step": step,
+            "total_steps": total_steps,
+            **body,
+            "labels": self.labels.tolist(),
+            "probabilities": probabilities.tolist(),
+        }
 
 
 def write_report(workdir: pathlib.Path, report: dict, name: str = "eval.json") -> pathlib.Path:
     """Write a report as JSON (process 0) and print its headline numbers."""
     path = workdir / name
     if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(path)
+        runlog.write_json(path, report)
         parts = []
         for key in ("accuracy", "sensitivity", "specificity", "roc_auc", "study_kappa"):
             if key in report:

@@ -1,18 +1,28 @@
-"""`--mode evaluate` on a GAN workdir: the numbers the thesis left to the eye (issue 5, item 7).
+"""`--mode evaluate` on a GAN workdir: the numbers the thesis left to the eye.
 
 On each domain's evaluation split (`domains.X.eval_split`; the first `eval.max_images` images),
 for every ordered pair IJ (G_IJ translates J → I, THESIS_SPEC naming) and source images j of J:
 - cycle reconstruction: L1 and SSIM between j and G_JI(G_IJ(j));
-- anatomy preservation, where J's records carry bone masks: Dice between j's mask and the Otsu
-  bone of G_IJ(j), beside the same Dice of j itself (the reference ceiling);
-- with a classifier trained by this project (`eval.classifier_workdir`): KID on its penultimate
-  features between real I images and G_IJ(j), and between real I images and j (the reference
-  point); label preservation of G_IJ(j) against j's labels 0/1 (image targets, not masks).
+- anatomy preservation, where J's records carry bone masks: Dice between j's mask and the bone
+  found in G_IJ(j). The bone finder depends on the target: the supervised segmenter of
+  `eval.segmenter_workdir` for translations into `eval.segmenter_domain` (natural style, where
+  one threshold also catches soft tissue), the mask itself above `eval.threshold` for a mask
+  domain, else each image's Otsu threshold. Its reference is the same finder on real I images
+  against their own exact masks: an anatomy Dice is read against that number;
+- with classifiers trained by this project (`eval.classifiers.<I>`, else
+  `eval.classifier_workdir`): KID on the penultimate features of I's classifier between real I
+  images and G_IJ(j), and between real I images and j (untranslated: how far apart the domains
+  start), with the KID between two disjoint halves of the real I images as the floor; label
+  preservation: I's classifier's predictions on G_IJ(j) against j's labels 0/1, beside its
+  accuracy on real labelled I images (the reference).
 Three-domain configs (A natural, B synthetic, C masks) also segment A by eq. 66, G_CB(G_BA(a)),
-and eq. 67, G_CB(a), thresholded at `eval.threshold`: Dice, IoU and HD95 against A's masks
-where they exist, and radial inclination on the ground-truth masks and on each equation's masks
-(3×3 median filter first, as the geometry module's author measured to help), against the
-dataset's `radial_inclination_deg` (phantoms) or else the angle measured on the ground truth.
+and eq. 67, G_CB(a), thresholded at `eval.threshold`, beside a baseline that learns nothing
+(each natural image's Otsu threshold) and, with a segmenter for A, its supervised masks: Dice,
+IoU and HD95 against A's masks where they exist. Radial inclination is measured on the ground-
+truth masks (the measurement's own reference) and on each method's masks against the dataset's
+`radial_inclination_deg` (phantoms), else against the angle measured on the ground truth.
+Masks smaller than MEASURE_MIN_SIZE are upsampled from their soft values first, ground truth
+alike, since the distal radius is then only a few pixels wide.
 
 Writes workdir/eval.json (NaN and ±inf as null) and PNG figures under workdir/eval/. Each domain
 is passed once, in global batches over every device (inference's machinery); process 0 writes.
@@ -24,7 +34,6 @@ import collections
 import dataclasses
 import functools
 import json
-import math
 import pathlib
 from typing import Any
 
@@ -35,17 +44,28 @@ import ml_collections
 import numpy as np
 
 from xrayjax import checkpoint, inference, parallel
+from xrayjax import logging as runlog
 from xrayjax.data import sources, transforms
 from xrayjax.evaluators import figures, geometry, segmentation, translation
 from xrayjax.trainers import classifier as classifier_trainer
 from xrayjax.trainers import gan as gan_trainer
+from xrayjax.trainers import segmenter as segmenter_trainer
 
 FIGURE_IMAGES = 8  # rows per figure
 MEDIAN_FILTER = 3  # px: predicted masks are median-filtered before measuring their geometry
+# Radial inclination needs the distal radius to span pixels: smaller masks are measured after
+# bilinear upsampling to MEASURE_UPSAMPLE px (ground truth on phantoms at 64 px: MAE ≈ 3.7°
+# upsampled; at 128 px ≈ 0.9° as they are).
+MEASURE_MIN_SIZE = 128
+MEASURE_UPSAMPLE = 256
 EQUATIONS = {"eq66": "G_CB(G_BA(a))", "eq67": "G_CB(a)"}  # thesis eqs. 66 and 67
+BASELINE = "per-image Otsu threshold of the natural image (learns nothing)"
+SUPERVISED = "supervised segmenter trained on natural images with exact masks"
 NO_CLASSIFIER = (
-    "config.eval.classifier_workdir is empty: KID and label preservation need a classifier "
-    "trained by this project (configs/classifier_forearm.py) for features and predictions"
+    "no classifier for domain {domain}: set config.eval.classifiers.{domain} or "
+    "config.eval.classifier_workdir to a classifier trained by this project "
+    "(configs/classifier_forearm.py); KID and label preservation need its features and "
+    "predictions"
 )
 
 
@@ -141,22 +161,21 @@ def load_classifier(workdir: str | pathlib.Path, mesh) -> _Classifier:
     path = workdir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"eval.classifier_workdir={workdir}: no config.json there; train a classifier in it "
+            f"classifier workdir {workdir}: no config.json there; train a classifier in it "
             "first (configs/classifier_forearm.py)"
         )
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     if config.get("trainer") != "classifier":
         raise ValueError(
-            f"eval.classifier_workdir={workdir} holds a {config.get('trainer')!r} run, not a "
-            "classifier"
+            f"classifier workdir {workdir} holds a {config.get('trainer')!r} run, not a classifier"
         )
     if not (workdir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"eval.classifier_workdir={workdir}: no checkpoints folder")
+        raise FileNotFoundError(f"classifier workdir {workdir}: no checkpoints folder")
     ckpt = checkpoint.Checkpointer(workdir, every=1 << 30)
     try:
         step = ckpt.latest_step()
         if step is None:
-            raise FileNotFoundError(f"eval.classifier_workdir={workdir}: no checkpoint")
+            raise FileNotFoundError(f"classifier workdir {workdir}: no checkpoint")
         engine = classifier_trainer.build_engine(config, steps_per_epoch=1)
         init = classifier_trainer.init_fn(engine, config)
         state = ckpt.restore_like(init, parallel.replicated(mesh))
@@ -165,34 +184,84 @@ def load_classifier(workdir: str | pathlib.Path, mesh) -> _Classifier:
     return _Classifier(config, engine, state, int(step), workdir)
 
 
+def _load_classifiers(config, settings, mesh) -> dict[str, _Classifier]:
+    """Each X-ray domain's classifier (its own, else the default one), each workdir loaded once."""
+    default = settings.get("classifier_workdir", "")
+    per_domain = settings.get("classifiers", ml_collections.ConfigDict())
+    loaded: dict[str, _Classifier] = {}
+    out = {}
+    for name, spec in config.domains.items():
+        workdir = per_domain.get(name, "") or default
+        if spec.image_key == "mask" or not workdir:
+            continue
+        if workdir not in loaded:
+            loaded[workdir] = load_classifier(workdir, mesh)
+        out[name] = loaded[workdir]
+    return out
+
+
 def _is_three_domain(config) -> bool:
     return set("ABC") <= set(config.domains.keys()) and config.domains.C.image_key == "mask"
 
 
-def _domain_pass(engine, gen_params, mesh, batch_size, config, domain, classifier, threshold):
+@dataclasses.dataclass(frozen=True)
+class _Tools:
+    """The measuring instruments of one evaluation: classifiers per domain, the segmenter."""
+
+    classifiers: dict[str, _Classifier]
+    segmenter: segmenter_trainer.Segmenter | None
+    segmenter_domain: str
+    threshold: float
+
+    def bone_finder(self, domain: _Domain) -> str:
+        """How the bone of an image of `domain` is found (eval.json's words)."""
+        if self.segmenter is not None and domain.name == self.segmenter_domain:
+            return f"segmenter in {self.segmenter.workdir}"
+        if domain.is_mask_domain:
+            return f"mask above {self.threshold}"
+        return "per-image Otsu threshold"
+
+
+def _bone_dice(tools: _Tools, domain: _Domain, masks, images, segmented) -> list[float]:
+    """Dice of the bone found in images of `domain` against `masks` (one per image)."""
+    if segmented is not None:
+        return [segmentation.dice(p[..., 0], m) for p, m in zip(segmented, masks, strict=True)]
+    if domain.is_mask_domain:
+        return translation.anatomy_preservation_dice(masks, images, tools.threshold)["dice"]
+    return translation.anatomy_preservation_dice(masks, images)["dice"]
+
+
+def _domain_pass(engine, gen_params, mesh, batch_size, config, domains, name, tools, segment):
     """One pass over a source domain: every translation out of it, per-image metrics, features.
 
-    Returns lists keyed '<target>/<what>' (per image), 'features'/'probability' of the source
-    images, and for domain A of a three-domain config the eq. 66/67 masks.
+    Returns lists: '<target>/<what>' per translated image, 'features@D' / 'probability@D' of
+    the source images under domain D's classifier, 'self/anatomy' (the bone finder on the
+    source images against their masks) and, for domain A of a three-domain config, the soft
+    eq. 66/67 outputs and the supervised segmenter's masks.
     """
-    source = domain.name
-    targets = [t for t in config.domains.keys() if t != source]
-    segment = threshold is not None
+    domain = domains[name]
+    targets = [t for t in config.domains.keys() if t != name]
+    segmenter, seg_domain = tools.segmenter, tools.segmenter_domain
 
     def fn(x):
         out = {}
-        if classifier is not None:
-            out["features"], out["probability"] = classifier.apply(x)
+        for key, clf in tools.classifiers.items():
+            out[f"features@{key}"], out[f"probability@{key}"] = clf.apply(x)
+        if segmenter is not None and name == seg_domain:
+            out["self/bone"] = segmenter.apply(x)
         for target in targets:
-            fake = engine.translate(gen_params, target + source, x).astype(jnp.float32)
+            fake = engine.translate(gen_params, target + name, x).astype(jnp.float32)
             out[f"{target}/translated"] = fake
-            back = engine.translate(gen_params, source + target, fake).astype(jnp.float32)
+            back = engine.translate(gen_params, name + target, fake).astype(jnp.float32)
             out[f"{target}/reconstructed"] = back
-            if classifier is not None:
-                out[f"{target}/features"], out[f"{target}/probability"] = classifier.apply(fake)
+            if target in tools.classifiers:
+                clf = tools.classifiers[target]
+                out[f"{target}/features"], out[f"{target}/probability"] = clf.apply(fake)
+            if segmenter is not None and target == seg_domain:
+                out[f"{target}/bone"] = segmenter.apply(fake)
         if segment:
-            out["eq66"] = engine.translate(gen_params, "CB", out["B/translated"]) > threshold
-            out["eq67"] = engine.translate(gen_params, "CB", x) > threshold
+            out["eq66"] = engine.translate(gen_params, "CB", out["B/translated"])
+            out["eq67"] = engine.translate(gen_params, "CB", x)
         return out
 
     preprocess = gan_trainer.domain_preprocess(config, domain.spec, augment=False)
@@ -204,12 +273,18 @@ def _domain_pass(engine, gen_params, mesh, batch_size, config, domain, classifie
         known = [k for k, i in enumerate(indices) if domain.masks[i] is not None]
         masks = np.stack([domain.masks[indices[k]] for k in known]) if known else None
         if masks is not None:
-            acc["source/anatomy"] += translation.anatomy_preservation_dice(masks, x[known])["dice"]
-        for key in ("features", "probability"):
-            if key in out:
+            mine = out["self/bone"][known] if "self/bone" in out else None
+            acc["self/anatomy"] += _bone_dice(tools, domain, masks, x[known], mine)
+        for key in out:
+            if key.startswith(("features@", "probability@")):
                 acc[key] += list(out[key])
-        for key in EQUATIONS if segment else ():
-            acc[key] += list(out[key][..., 0].astype(np.uint8))  # (S, S) {0, 1} each
+        if segment:
+            for eq in EQUATIONS:
+                acc[f"{eq}/soft"] += list(out[eq][..., 0].astype(np.float32))
+                acc[eq] += list((out[eq][..., 0] > tools.threshold).astype(np.uint8))
+            acc["baseline"] += [segmentation.otsu_bone(image) for image in x]
+            if "self/bone" in out:
+                acc["supervised"] += list(out["self/bone"][..., 0].astype(np.uint8))
         for target in targets:
             fake, back = out[f"{target}/translated"], out[f"{target}/reconstructed"]
             acc[f"{target}/l1"] += [
@@ -217,8 +292,10 @@ def _domain_pass(engine, gen_params, mesh, batch_size, config, domain, classifie
             ]
             acc[f"{target}/ssim"] += [translation.ssim(a, b) for a, b in zip(x, back, strict=True)]
             if masks is not None:
-                dice = translation.anatomy_preservation_dice(masks, fake[known])["dice"]
-                acc[f"{target}/anatomy"] += dice
+                bone = out[f"{target}/bone"][known] if f"{target}/bone" in out else None
+                acc[f"{target}/anatomy"] += _bone_dice(
+                    tools, domains[target], masks, fake[known], bone
+                )
             room = max(0, FIGURE_IMAGES - len(acc[f"{target}/figure"]))
             acc[f"{target}/figure"] += list(fake[:room])
             for key in ("features", "probability"):
@@ -230,7 +307,7 @@ def _domain_pass(engine, gen_params, mesh, batch_size, config, domain, classifie
 def _mean_std(values) -> dict:
     array = np.asarray(values, np.float64)
     if array.size == 0:
-        return {"mean": math.nan, "std": math.nan}
+        return {"mean": float("nan"), "std": float("nan")}
     return {"mean": float(array.mean()), "std": float(array.std())}
 
 
@@ -251,38 +328,58 @@ def _kid(real, fake, untranslated) -> dict:
     real, fake, untranslated = (np.stack(v) for v in (real, fake, untranslated))
     subset = min(len(real), len(fake), len(untranslated), translation.KID_SUBSET_SIZE)
     kid = functools.partial(translation.kernel_inception_distance, subset_size=subset, seed=0)
-    translated, reference = kid(real, fake), kid(real, untranslated)
-    return {
+    translated, untranslated_kid = kid(real, fake), kid(real, untranslated)
+    report = {
         "translated": {"mean": translated[0], "std": translated[1]},
-        "untranslated_source": {"mean": reference[0], "std": reference[1]},
+        "untranslated_source": {"mean": untranslated_kid[0], "std": untranslated_kid[1]},
         "subset_size": subset,
         "num_subsets": 10,
         **sizes,
     }
+    # The floor: two disjoint halves of the real images, as alike as two samples can be.
+    half = len(real) // 2
+    if half >= 2:
+        floor = translation.kernel_inception_distance(
+            real[:half], real[half : 2 * half], subset_size=min(half, subset), seed=0
+        )
+        report["reference_real"] = {"mean": floor[0], "std": floor[1], "num_each": half}
+    return report
 
 
-def _label_preservation(source: _Domain, target: _Domain, acc, pair: str, resamples: int):
+def _label_report(probabilities, labels, resamples: int) -> dict | None:
+    labels = np.asarray(labels, np.int64)
+    keep = np.isin(labels, (0, 1))
+    if not keep.any():
+        return None
+    values = np.asarray(probabilities, np.float64)[keep]
+    return translation.label_preservation(values, labels[keep], num_resamples=resamples, seed=0)
+
+
+def _label_preservation(source: _Domain, target: _Domain, acc, target_acc, clf) -> dict:
     if target.is_mask_domain:
         return {"skipped": f"target domain {target.name} holds bone masks, not X-rays"}
     if source.labels is None:
         return {"skipped": f"source domain {source.name} ({source.source}) has no labels"}
     labels = source.labels[np.asarray(acc["index"], np.int64)]
-    keep = np.isin(labels, (0, 1))
-    if not keep.any():
+    resamples = int(clf.config.get("bootstrap_resamples", 1000))
+    translated = _label_report(acc[f"{target.name}/probability"], labels, resamples)
+    if translated is None:
         return {"skipped": f"source domain {source.name} ({source.source}) has no labels 0/1"}
-
-    def report(probabilities):
-        values = np.asarray(probabilities, np.float64)[keep]
-        return translation.label_preservation(values, labels[keep], num_resamples=resamples, seed=0)
-
-    return {
-        "generator": f"G_{pair}",
-        "translated": report(acc[f"{target.name}/probability"]),
-        "untranslated_source": report(acc["probability"]),
+    report = {
+        "generator": f"G_{target.name}{source.name}",
+        "classifier": str(clf.workdir),
+        "translated": translated,
+        "untranslated_source": _label_report(acc[f"probability@{target.name}"], labels, resamples),
     }
+    if target.labels is not None:
+        own = target.labels[np.asarray(target_acc["index"], np.int64)]
+        reference = _label_report(target_acc[f"probability@{target.name}"], own, resamples)
+        if reference is not None:
+            report["reference"] = {"images": f"real {target.name} ({target.source})", **reference}
+    return report
 
 
-def _translation(config, domains, passes, classifier) -> dict:
+def _translation(config, domains, passes, tools: _Tools) -> dict:
     sections = {}
     for source, acc in passes.items():
         for target in (t for t in config.domains.keys() if t != source):
@@ -303,25 +400,39 @@ def _translation(config, domains, passes, classifier) -> dict:
                     "ssim": acc[f"{target}/ssim"],
                 },
             }
-            if acc["source/anatomy"]:
-                section["anatomy_preservation"] = {
-                    "bone": "per-image Otsu threshold; Dice against the source mask",
+            if acc[f"{target}/anatomy"]:
+                anatomy = {
+                    "bone": tools.bone_finder(domains[target]),
                     "translated": _dice_summary(acc[f"{target}/anatomy"]),
-                    "untranslated_source": _dice_summary(acc["source/anatomy"]),
                 }
+                own = passes[target]["self/anatomy"]
+                if own:
+                    anatomy["reference"] = {
+                        "images": f"real {target} ({domains[target].source}), own masks",
+                        **_dice_summary(own),
+                    }
+                section["anatomy_preservation"] = anatomy
             else:
                 reason = f"source {domains[source].source} has no bone masks"
                 section["anatomy_preservation"] = {"skipped": reason}
-            if classifier is None:
-                section["kid"] = section["label_preservation"] = {"skipped": NO_CLASSIFIER}
+            clf = tools.classifiers.get(target)
+            if clf is None:
+                reason = {"skipped": NO_CLASSIFIER.format(domain=target)}
+                if domains[target].is_mask_domain:
+                    reason = {"skipped": f"target domain {target} holds bone masks, not X-rays"}
+                section["kid"] = section["label_preservation"] = reason
             else:
                 section["kid"] = {
                     "real": f"{target} ({domains[target].source})",
-                    **_kid(passes[target]["features"], acc[f"{target}/features"], acc["features"]),
+                    "features": str(clf.workdir),
+                    **_kid(
+                        passes[target][f"features@{target}"],
+                        acc[f"{target}/features"],
+                        acc[f"features@{target}"],
+                    ),
                 }
-                resamples = int(classifier.config.get("bootstrap_resamples", 1000))
                 section["label_preservation"] = _label_preservation(
-                    domains[source], domains[target], acc, pair, resamples
+                    domains[source], domains[target], acc, passes[target], clf
                 )
             sections[pair] = section
     return sections
@@ -329,54 +440,81 @@ def _translation(config, domains, passes, classifier) -> dict:
 
 def _segmentation(domain: _Domain, acc, threshold: float) -> dict:
     truths = [domain.masks[i] for i in acc["index"]]
+    methods = dict(EQUATIONS) | {"baseline": BASELINE}
+    if acc["supervised"]:
+        methods["supervised"] = SUPERVISED
     section: dict[str, Any] = {
         "images": f"A ({domain.source})",
         "threshold": threshold,
         "equations": EQUATIONS,
+        "methods": methods,
         "num_images": len(truths),
         "bone_fraction_mean": {
-            eq: _mean_std([m.mean() for m in acc[eq]])["mean"] for eq in EQUATIONS
+            key: _mean_std([m.mean() for m in acc[key]])["mean"] for key in methods
         },
     }
     if any(t is not None for t in truths):
-        preds = {eq: acc[eq] for eq in EQUATIONS}
-        section.update(segmentation.compare_methods(preds, truths))
+        section.update(segmentation.compare_methods({key: acc[key] for key in methods}, truths))
     else:
         section["skipped"] = f"{domain.source} has no ground-truth masks: no Dice, IoU or HD95"
     return section
 
 
-def _median(mask: np.ndarray) -> np.ndarray:
-    return cv2.medianBlur(np.ascontiguousarray(mask, np.uint8), MEDIAN_FILTER)
+def measurable(mask_or_soft: np.ndarray, threshold: float) -> np.ndarray:
+    """A mask ready for radial inclination: upsampled from its soft values when small, then
+    thresholded and median-filtered (see MEASURE_MIN_SIZE)."""
+    values = np.asarray(mask_or_soft, np.float32)
+    if values.shape[0] < MEASURE_MIN_SIZE:
+        size = (MEASURE_UPSAMPLE, MEASURE_UPSAMPLE)
+        values = cv2.resize(values, size, interpolation=cv2.INTER_LINEAR)
+    mask = (values > threshold).astype(np.uint8)
+    return cv2.medianBlur(mask, MEDIAN_FILTER)
 
 
-def _radial_inclination(domain: _Domain, acc) -> dict:
+def _truth_measurable(mask: np.ndarray) -> np.ndarray:
+    """Ground truth on the same footing: {0, 1} upsampled alike when small, cut at ½."""
+    if mask.shape[0] >= MEASURE_MIN_SIZE:
+        return mask
+    return measurable(mask, 0.5)
+
+
+def _radial_inclination(domain: _Domain, acc, threshold: float = 0.0) -> dict:
     indices = np.asarray(acc["index"], np.int64)
     truths = [domain.masks[i] for i in indices]
     if not any(t is not None for t in truths):
         return {"skipped": f"{domain.source} has no ground-truth masks to measure against"}
-    section: dict[str, Any] = {"median_filter_px": MEDIAN_FILTER}
+    size = next(t for t in truths if t is not None).shape[0]
+    section: dict[str, Any] = {
+        "median_filter_px": MEDIAN_FILTER,
+        "measured_at_px": size if size >= MEASURE_MIN_SIZE else MEASURE_UPSAMPLE,
+        "image_px": size,
+    }
     known = [k for k, t in enumerate(truths) if t is not None]
+    truth_masks = [_truth_measurable(truths[k]) for k in known]
     if domain.inclination is not None:
         section["truth"] = f"radial_inclination_deg of {domain.source}"
         angles = domain.inclination[indices[known]]
-        section["ground_truth_masks"] = geometry.inclination_errors(
-            [truths[k] for k in known], angles
-        )
+        section["ground_truth_masks"] = geometry.inclination_errors(truth_masks, angles)
     else:
         section["truth"] = "measured on the ground-truth masks (the dataset gives no angle)"
         measured = []
-        for k in known:
+        for k, mask in zip(known, truth_masks, strict=True):
             try:
-                measured.append((k, geometry.radial_inclination_deg(truths[k])))
+                measured.append((k, geometry.radial_inclination_deg(mask)))
             except ValueError:
                 continue
+        section["ground_truth_unmeasurable"] = len(known) - len(measured)
         known, angles = [k for k, _ in measured], [a for _, a in measured]
     section["image_indices"] = indices[known].tolist()  # positions among the evaluated images
     section["num_images"] = len(known)
     for eq in EQUATIONS:
-        masks = [_median(acc[eq][k]) for k in known]
+        soft = acc.get(f"{eq}/soft") or acc[eq]
+        cut = threshold if f"{eq}/soft" in acc else 0.5
+        masks = [measurable(soft[k], cut) for k in known]
         section[eq] = geometry.inclination_errors(masks, angles)
+    if acc.get("supervised"):
+        masks = [measurable(acc["supervised"][k], 0.5) for k in known]
+        section["supervised"] = geometry.inclination_errors(masks, angles)
     return section
 
 
@@ -398,39 +536,23 @@ def _figures(workdir: pathlib.Path, config, passes, report) -> list[str]:
     if "equations" in segmented:
         acc = passes["A"]
         n = len(acc["figure/source"])
-        for eq, formula in EQUATIONS.items():
+        for key, formula in segmented["methods"].items():
+            label = f"eq. {key[2:]}: {formula}" if key in EQUATIONS else key
             paths.append(
                 figures.segmentation_grid(
                     acc["figure/source"],
-                    acc[eq][:n],
-                    out / f"segmentation_{eq}.png",
+                    acc[key][:n],
+                    out / f"segmentation_{key}.png",
                     truths=acc["figure/truth"][:n],
-                    titles=("A (natural)", f"eq. {eq[2:]}: {formula}"),
+                    titles=("A (natural)", label),
                 )
             )
     inclination = report.get("radial_inclination", {})
-    for key in ("ground_truth_masks", *EQUATIONS):
+    for key in ("ground_truth_masks", *EQUATIONS, "supervised"):
         if key in inclination:
             path = out / f"radial_inclination_errors_{key}.png"
             paths.append(figures.error_histogram(inclination[key]["errors_deg"], path))
     return [str(p.relative_to(workdir)) for p in paths]
-
-
-def _json_safe(value):
-    """numpy → Python; NaN and ±inf → None (JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _number(value, spec: str = ".3f") -> str:
@@ -443,11 +565,12 @@ def _summary_lines(report: dict) -> list[str]:
     for pair, s in report["translation"].items():
         cycle = s["cycle"]
         text = f"G_{pair}: cycle L1 {_number(cycle['l1_mean'])}, SSIM {_number(cycle['ssim_mean'])}"
-        if "anatomy_preservation" in s and "translated" in s["anatomy_preservation"]:
-            anatomy = s["anatomy_preservation"]
+        anatomy = s.get("anatomy_preservation", {})
+        if "translated" in anatomy:
+            ref = anatomy.get("reference", {}).get("dice_mean")
             text += (
-                f", anatomy Dice {_number(anatomy['translated']['dice_mean'])} (untranslated "
-                f"{_number(anatomy['untranslated_source']['dice_mean'])})"
+                f", anatomy Dice {_number(anatomy['translated']['dice_mean'])} "
+                f"(reference {_number(ref)})"
             )
         if "translated" in s["kid"]:
             kid = s["kid"]
@@ -460,11 +583,11 @@ def _summary_lines(report: dict) -> list[str]:
             text += f", labels kept {_number(accuracy)}"
         lines.append(text)
     seg = report["segmentation"]
-    for eq in EQUATIONS:
-        if isinstance(seg.get(eq), dict):
-            lines.append(f"{eq} {EQUATIONS[eq]}: Dice {_number(seg[eq]['dice_mean'])}")
+    for key in seg.get("methods", {}):
+        if isinstance(seg.get(key), dict):
+            lines.append(f"{key} {seg['methods'][key]}: Dice {_number(seg[key]['dice_mean'])}")
     incl = report["radial_inclination"]
-    for key in ("ground_truth_masks", *EQUATIONS):
+    for key in ("ground_truth_masks", *EQUATIONS, "supervised"):
         if key in incl:
             r = incl[key]
             lines.append(
@@ -474,15 +597,29 @@ def _summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def _tools(config, settings, threshold: float, mesh) -> _Tools:
+    classifiers = _load_classifiers(config, settings, mesh)
+    segmenter_dir = settings.get("segmenter_workdir", "")
+    domain = settings.get("segmenter_domain", "A")
+    if segmenter_dir and domain not in config.domains:
+        raise ValueError(
+            f"config.eval.segmenter_domain={domain!r} is not a domain of this config "
+            f"({', '.join(config.domains.keys())})"
+        )
+    segmenter = segmenter_trainer.load(segmenter_dir, mesh) if segmenter_dir else None
+    return _Tools(classifiers, segmenter, domain, threshold)
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     """Evaluate the workdir's latest GAN checkpoint; writes eval.json and eval/*.png.
 
     eval.json (also returned) holds: workdir, step, settings, domains (dataset:split and counts
-    per domain), features (the feature network, or why skipped), translation (per pair 'IJ':
-    cycle, anatomy_preservation, kid, label_preservation), segmentation (eq66 and eq67
-    reports side by side) and radial_inclination (ground_truth_masks, eq66, eq67: errors and
-    failures), each `{"skipped": reason}` where it cannot apply, and figures (paths under
-    the workdir). Per-image lists sit beside their means; `indices` count evaluated images.
+    per domain), features (the feature network per domain, or why skipped), segmenter,
+    translation (per pair 'IJ': cycle, anatomy_preservation, kid, label_preservation),
+    segmentation (eq66, eq67, baseline and supervised side by side) and radial_inclination
+    (ground_truth_masks and each method: errors and failures), each `{"skipped": reason}` where
+    it cannot apply, and figures (paths under the workdir). Per-image lists sit beside their
+    means; `indices` count evaluated images.
     """
     workdir = pathlib.Path(workdir)
     if not (workdir / "checkpoints").is_dir():
@@ -492,12 +629,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     settings = config.get("eval", ml_collections.ConfigDict())
     threshold = float(settings.get("threshold", 0.0))
     max_images = int(settings.get("max_images", 500))
-    classifier_dir = settings.get("classifier_workdir", "")
     if max_images < 0:
         raise ValueError(f"config.eval.max_images={max_images} must be 0 (all) or more")
     domains = {name: _open_domain(config, name, max_images) for name in config.domains.keys()}
-    # The classifier first: a wrong classifier_workdir fails before the GAN is loaded.
-    classifier = load_classifier(classifier_dir, parallel.make_mesh()) if classifier_dir else None
+    # The instruments first: a wrong workdir fails before the GAN is loaded.
+    tools = _tools(config, settings, threshold, parallel.make_mesh())
     engine, state, mesh = inference.load_generators(config, workdir)
     gen_params, step = state.gen_params, int(jax.device_get(state.step))
     batch_size = inference.default_batch(config)
@@ -509,11 +645,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
             mesh,
             batch_size,
             config,
-            domain,
-            classifier,
-            threshold if three and name == "A" else None,
+            domains,
+            name,
+            tools,
+            three and name == "A",
         )
-        for name, domain in domains.items()
+        for name in domains
     }
     report: dict[str, Any] = {
         "workdir": str(workdir),
@@ -535,13 +672,26 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
             for name, d in domains.items()
         },
     }
-    report["features"] = {"skipped": NO_CLASSIFIER} if classifier is None else classifier.describe()
-    report["translation"] = _translation(config, domains, passes, classifier)
+    report["features"] = {
+        name: (
+            tools.classifiers[name].describe()
+            if name in tools.classifiers
+            else {"skipped": NO_CLASSIFIER.format(domain=name)}
+        )
+        for name, d in domains.items()
+        if not d.is_mask_domain
+    }
+    report["segmenter"] = (
+        {"domain": tools.segmenter_domain, **tools.segmenter.describe()}
+        if tools.segmenter is not None
+        else {"skipped": "config.eval.segmenter_workdir is empty: bone found by Otsu thresholds"}
+    )
+    report["translation"] = _translation(config, domains, passes, tools)
     if three:
         a = passes["A"]
         a["figure/truth"] = [domains["A"].masks[i] for i in a["index"][:FIGURE_IMAGES]]
         report["segmentation"] = _segmentation(domains["A"], a, threshold)
-        report["radial_inclination"] = _radial_inclination(domains["A"], a)
+        report["radial_inclination"] = _radial_inclination(domains["A"], a, threshold)
     else:
         reason = (
             "segmentation needs domains A (natural), B (synthetic) and C (masks); this config "
@@ -551,12 +701,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     report["figures"] = []
     if jax.process_index() == 0:
         report["figures"] = _figures(workdir, config, passes, report)
-    report = _json_safe(report)
+    report = runlog.json_safe(report)
     if jax.process_index() == 0:
-        path = workdir / "eval.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-        tmp.replace(path)
+        path = runlog.write_json(workdir / "eval.json", report)
         for line in _summary_lines(report):
             print(line, flush=True)
         print(f"wrote {path} and {len(report['figures'])} figures under {workdir / 'eval'}")
