@@ -47,17 +47,19 @@ class PhantomSpec:
 def demo_preset(seed: int = 0) -> tuple[PhantomSpec, ...]:
     """The demo's phantom world (`python -m xrayjax.demo`), every draw derived from `seed`.
 
-    As in the thesis, natural (radiograph-style) training images are scarce: 240 forearms
-    against 1,300 clean renders per class, of which the ablation adds 600 (N) or 1,200 (2N) per
-    class (thesis: 1,825 natural images, 5,000 or 10,000 synthetic per class). The natural extra
-    split (2,000) trains only the measuring instruments (the positive-control classifier and
-    the bone segmenter), never a model of the pipeline. Natural and synthetic domains come
-    from different seeds, so they show different limbs: the GANs train unpaired.
+    As in the thesis, natural (radiograph-style) training images are scarce: 120 forearms
+    against 1,400 clean renders, of which the ablation adds 300 (N) or 600 (2N) per class
+    (thesis: 1,825 natural images, 5,000 or 10,000 synthetic per class). With 240 natural
+    images a classifier already reached ROC AUC ≈ 0.95 on them alone, leaving synthetic images
+    nothing to add. The natural extra split (2,000) trains only the measuring instruments (the
+    positive-control classifier, the bone segmenter) and the study's natural-rich ceiling.
+    Natural and synthetic domains come from different seeds, so they show different limbs: the
+    GANs train unpaired.
     """
     return (
-        PhantomSpec("forearm", "radiograph", num=240, num_test=400, seed=10 * seed + 1,
+        PhantomSpec("forearm", "radiograph", num=120, num_test=400, seed=10 * seed + 1,
                     num_extra=2000),
-        PhantomSpec("forearm", "clean", num=2600, num_test=200, seed=10 * seed + 2),
+        PhantomSpec("forearm", "clean", num=1400, num_test=200, seed=10 * seed + 2),
     )  # fmt: skip
 
 
@@ -91,6 +93,7 @@ def smoke_preset(seed: int = 0) -> tuple[PhantomSpec, ...]:
 
 PRESETS = {
     "demo": demo_preset,
+    "perclass": demo_preset,
     "study": study_preset,
     "configs": configs_preset,
     "smoke": smoke_preset,
@@ -160,7 +163,14 @@ def build(spec: PhantomSpec, data_dir, size: int, overwrite: bool, name: str | N
         source=f"phantom renderer ({spec.body_part}, {spec.style}, seed {spec.seed})",
         description=f"Rendered {spec.style} {spec.body_part} phantoms, {size}x{size}, exact masks.",
         overwrite=overwrite,
-        settings={**dataclasses.asdict(spec), "image_size": size},
+        settings={
+            **dataclasses.asdict(spec),
+            "image_size": size,
+            "render_grid": size * render.supersampling(size),
+            "removed_segment_fraction": list(render.GAP_FRACTION),
+            "removed_segment_centre": list(render.GAP_CENTRE),
+            "removed_segment_angle_deg": render.GAP_ANGLE_DEG,
+        },
     )
 
 

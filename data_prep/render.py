@@ -32,6 +32,7 @@ _CLEAN_GAIN = 1.8  # bone density → brightness of the clean (AnatomyPlot3D-lik
 RENDER_GRID = 256  # smaller images are rendered this fine and area-averaged (supersampling)
 GAP_FRACTION = (0.05, 0.25)  # removed segment's length, as a fraction of the bone's
 GAP_CENTRE = (0.3, 0.65)  # where its centre lies, as a fraction of the bone from proximal
+GAP_ANGLE_DEG = 40.0  # its edges lie within ±this of square to the bone
 
 # Bone profiles: (s, half-width, cortex fraction of the half-width, spongy weight), with s in cm
 # from the proximal end, or back from the distal reference when negative (radius: the articular
@@ -340,7 +341,7 @@ def _draw_limb(body_part, seed, index, size, abnormal, inclination_deg, factor=1
         # Narrower bands hid the abnormality at 64 px from a classifier trained on thousands of
         # radiograph-style images; both fragments stay long enough to find the bone's axis.
         which = (0,) if fracture[0] < 0.4 else (1,) if fracture[0] < 0.8 else (0, 1)
-        phi = math.radians(-40 + 80 * fracture[3])
+        phi = math.radians(GAP_ANGLE_DEG * (2 * fracture[3] - 1))
         nu, nv = -math.sin(phi), math.cos(phi)
         lo, hi = GAP_FRACTION
         half = max((lo + (hi - lo) * fracture[4]) / 2 * length, 1.25 * factor / frame.scale)

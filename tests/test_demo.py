@@ -103,6 +103,75 @@ def test_every_seed_gets_its_own_world_and_stage_seeds(tmp_path):
     assert not seeds[0] & seeds[1] and not seeds[1] & seeds[2]
     for s in (0, 1):
         demo.start(tmp_path / str(s), "demo", s)
-    configs = [demo._cyclegan_config(tmp_path / str(s), "normal") for s in (0, 1)]
+    configs = [demo._cyclegan_config(tmp_path / str(s), "both") for s in (0, 1)]
     assert configs[0].seed != configs[1].seed
-    assert demo._cyclegan_config(tmp_path / "0", "abnormal").seed != configs[0].seed
+    # The thesis's per-class pair shares one seed (the same start), apart from the shared GAN.
+    pair = [demo._cyclegan_config(tmp_path / "0", c) for c in ("normal", "abnormal")]
+    assert pair[0].seed == pair[1].seed != configs[0].seed
+    assert pair[0].domains.A.labels == (0,) and configs[0].domains.A.labels == ()
+
+
+def test_background_stage_runs_beside_the_next_ones_and_is_waited_for(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    log = []
+    launched = []
+
+    def launch(workdir, stage, preset, seed, code="pathlib.Path(sys.argv[1]).write_text('ok')"):
+        path = workdir / "logs" / f"{stage.name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("the stage's output\n")
+        script = f"import pathlib, sys, time; time.sleep(1); {code}"
+        process = subprocess.Popen([sys.executable, "-c", script, str(workdir / "bg.done")])
+        launched.append(process)
+        return process, path
+
+    def needs_bg(workdir):
+        log.append(("c", (workdir / "bg.done").exists()))
+        (workdir / "c.done").write_text("ok")
+
+    background = demo.Stage(
+        "bg", "in another process", None, lambda w: (w / "bg.done").exists(), background=True
+    )
+    waiting = demo.Stage(
+        "c", "needs bg", needs_bg, lambda w: (w / "c.done").exists(), needs=("bg",)
+    )
+    monkeypatch.setattr(demo, "STAGES", (_stage("a", log), background, waiting))
+    monkeypatch.setattr(demo, "_launch", launch)
+    demo.run(tmp_path)
+    assert log == ["a", ("c", True)]  # a ran while bg slept; c only once bg had finished
+    assert launched[0].returncode == 0
+
+    # A background stage that fails stops the run at the stage that needs it, naming its log.
+    for name in ("a.done", "bg.done", "c.done"):
+        (tmp_path / name).unlink()
+    monkeypatch.setattr(demo, "_launch", lambda *a: launch(*a, code="sys.exit(3)"))
+    with pytest.raises(RuntimeError, match=r"stage bg failed \(exit 3\); see .*bg.log"):
+        demo.run(tmp_path)
+    assert not (tmp_path / "c.done").exists()
+
+    # An error in the foreground stops what runs in the background.
+    (tmp_path / "a.done").unlink()
+    broken = _stage("a", log, fail=True)
+    monkeypatch.setattr(demo, "STAGES", (background, broken))
+    monkeypatch.setattr(demo, "_launch", lambda *a: launch(*a, code="time.sleep(60)"))
+    with pytest.raises(RuntimeError, match="a broke"):
+        demo.run(tmp_path)
+    assert launched[-1].poll() is not None  # terminated, not left running
+
+
+def test_each_preset_has_its_arms_and_gans_and_a_phantom_world(tmp_path):
+    from data_prep import phantom
+
+    kinds = {name: [arm.kind for arm in demo.ablation_arms(s)] for name, s in demo.PRESETS.items()}
+    assert kinds["demo"] == ["natural", "translated", "translated", "untranslated"]
+    assert kinds["study"] == [*kinds["demo"], "ceiling"]
+    assert kinds["perclass"] == [*kinds["demo"], "translated_per_class"]
+    for name in ("demo", "perclass"):
+        demo.start(tmp_path / name, name, 0)
+    assert demo._cyclegan_classes(tmp_path / "demo") == ("both",)
+    assert demo._cyclegan_classes(tmp_path / "perclass") == ("both", "normal", "abnormal")
+    assert set(demo.PRESETS) <= set(phantom.PRESETS)  # every preset renders its own world
+    study = {spec.body_part for spec in phantom.PRESETS["study"](0)}
+    assert study == set(demo.STUDY.body_parts)  # each multi-cycleGAN has its phantoms

@@ -41,7 +41,7 @@ BEST = ("sensitivity", "specificity", "accuracy")
 THESIS = ("sensitivity", "specificity", "accuracy", "accuracy_std")
 
 
-KINDS = ("natural", "translated", "untranslated", "ceiling")
+KINDS = ("natural", "translated", "untranslated", "ceiling", "translated_per_class")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +49,10 @@ class Arm:
     """One training set of the ablation: the natural train split plus `per_class` added images
     of each class drawn from `datasets` (the config's synthetic datasets when empty).
 
-    kind: natural (nothing added), translated (the per-class CycleGANs' translations: the
-    thesis's arms), untranslated (clean renders as they are: does translating matter?) or
-    ceiling (more natural images instead: what the added images could reach at best).
+    kind: natural (nothing added), translated (synthetic renders translated to the natural
+    style: the thesis's arms), untranslated (clean renders as they are: does translating
+    matter?), ceiling (more natural images instead: what the added images could reach at best)
+    or translated_per_class (translated by one CycleGAN per class, as the thesis did).
     """
 
     name: str
@@ -75,6 +76,8 @@ class Arm:
             return "natural only"
         if self.kind == "ceiling":
             return f"natural-rich ceiling (+ {self.per_class:,} natural / class)"
+        if self.kind == "translated_per_class":
+            return f"+ {self.per_class:,} translated by per-class CycleGANs / class"
         return f"+ {self.per_class:,} {self.kind} / class"
 
 

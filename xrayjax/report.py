@@ -82,6 +82,10 @@ def _world(workdir: pathlib.Path) -> dict[str, Any]:
             "style": settings.get("style"),
             "seed": settings.get("seed"),
             "image_size": settings.get("image_size"),
+            "render_grid": settings.get("render_grid"),
+            "removed_segment_fraction": settings.get("removed_segment_fraction"),
+            "removed_segment_centre": settings.get("removed_segment_centre"),
+            "removed_segment_angle_deg": settings.get("removed_segment_angle_deg"),
             "splits": splits,
         }
     return world
@@ -200,8 +204,12 @@ def _ablation(workdir: pathlib.Path) -> dict[str, Any] | None:
 
 def _translation(workdir: pathlib.Path) -> list[dict[str, Any]]:
     out = []
-    for cls in ("normal", "abnormal"):
-        report = _load(workdir / f"cyclegan_{cls}" / "eval.json")
+    for cls, run in (
+        ("both", "cyclegan"),
+        ("normal", "cyclegan_normal"),
+        ("abnormal", "cyclegan_abnormal"),
+    ):
+        report = _load(workdir / run / "eval.json")
         if report is None:
             continue
         for pair in ("AB", "BA"):
@@ -377,14 +385,19 @@ def _world_section(summary: dict) -> str:
     natural = world.get("phantom_forearm_radiograph", {})
     clean = world.get("phantom_forearm_clean", {})
     size = natural.get("image_size") or clean.get("image_size")
+    grid = natural.get("render_grid") or size
+    gap = [round(100 * v) for v in natural.get("removed_segment_fraction") or [0, 0]]
+    centre = [round(100 * v) for v in natural.get("removed_segment_centre") or [0, 0]]
+    angle = natural.get("removed_segment_angle_deg")
     lines += [
-        f"Every image is {size}×{size} px, rendered on a 256-px grid and area-averaged "
+        f"Every image is {size}×{size} px, rendered on a {grid}-px grid and area-averaged "
         "(a detector pixel integrates over its area). Natural X-rays are radiograph-style "
         "phantoms (soft tissue, scatter, blur, photon noise, exposure, collimation, L/R "
         "markers), synthetic ones clean bone-only renders, as the thesis's Mathematica images. "
-        "Half of the forearms are abnormal: a band 5-25 % of the bone long is removed from the "
-        "radius, the ulna or both, centred 30-65 % of the way up the bone, at an angle within "
-        "±40° (thesis 3.1.2: removed parts of varying thickness, position and angle).",
+        f"Half of the forearms are abnormal: a band {gap[0]}-{gap[1]} % of the bone long is "
+        f"removed from the radius, the ulna or both, centred {centre[0]}-{centre[1]} % of the "
+        f"way up the bone, at an angle within ±{_fmt(angle, 0)}° "
+        "(thesis 3.1.2: removed parts of varying thickness, position and angle).",
         "",
         "| dataset | style | seed | train | test | extra |",
         "|---|---|---|---|---|---|",
@@ -487,7 +500,7 @@ def _ablation_section(workdir: pathlib.Path, summary: dict) -> str:
 
 
 def _translation_section(workdir: pathlib.Path, summary: dict) -> str:
-    lines = ["## Translation (per-class CycleGANs)", ""]
+    lines = ["## Translation (CycleGANs)", ""]
     entries = summary.get("translation") or []
     if not entries:
         return "\n".join(lines + ["Not evaluated yet.", ""])
@@ -517,10 +530,10 @@ def _translation_section(workdir: pathlib.Path, summary: dict) -> str:
             f"{_fmt(e['label_reference'])} | {_fmt(e['cycle_ssim'])} |"
         )
     lines.append("")
-    for cls in ("normal", "abnormal"):
+    for run in ("cyclegan", "cyclegan_normal", "cyclegan_abnormal"):
         for pair in ("AB", "BA"):
-            path = workdir / f"cyclegan_{cls}" / "eval" / f"translation_{pair}.png"
-            lines.append(_figure(workdir, path, f"{cls} CycleGAN, G_{pair}"))
+            path = workdir / run / "eval" / f"translation_{pair}.png"
+            lines.append(_figure(workdir, path, f"{run}, G_{pair}"))
     return "\n".join(lines)
 
 
