@@ -175,3 +175,70 @@ def test_each_preset_has_its_arms_and_gans_and_a_phantom_world(tmp_path):
     assert set(demo.PRESETS) <= set(phantom.PRESETS)  # every preset renders its own world
     study = {spec.body_part for spec in phantom.PRESETS["study"](0)}
     assert study == set(demo.STUDY.body_parts)  # each multi-cycleGAN has its phantoms
+
+
+def _documented_keys() -> dict[str, list[str]]:
+    """The README's summary.json table: key path → the identifiers its row names in backticks."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    table = text.split("### summary.json", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = line.split(" | ")
+        if not line.startswith("| `") or len(cells) < 2:
+            continue
+        words = re.findall(r"`([a-z0-9_]+)`", cells[1])
+        for path in re.findall(r"`([a-z0-9_.\[\]]+)`", cells[0]):
+            rows[path] = words
+    return rows
+
+
+def _resolve(summary: dict, path: str):
+    node = summary
+    for part in path.split("."):
+        node = node[part.removesuffix("[]")]
+        if part.endswith("[]"):
+            assert isinstance(node, list) and node, path
+            node = node[0]
+    return node
+
+
+def test_summary_of_a_real_demo_run_has_every_documented_key(tmp_path):
+    """A real demo run's outputs (seed 1, per-image lists cut to 16) make a summary.json with
+    every key the README documents and every key the report's tables read."""
+    import pathlib
+    import shutil
+
+    shutil.copytree(pathlib.Path(__file__).parent / "fixtures" / "demo_run", tmp_path / "run")
+    text = report.write_demo_report(tmp_path / "run").read_text()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    documented = _documented_keys()
+    assert {"seed", "preset", "ablation.arms[]", "translation[]", "inclination"} <= set(documented)
+    for path, words in documented.items():
+        if path == "other_body_parts.wrist":  # the study's alone
+            assert summary["other_body_parts"] is None or "wrist" in summary["other_body_parts"]
+            continue
+        node = _resolve(summary, path)
+        if path in ("translation[]", "inclination", "segmenter", "targets[]"):
+            missing = [w for w in words if w not in node]
+            assert not missing, (path, missing)
+    assert (summary["seed"], summary["preset"]) == (1, "demo")
+    arms = {arm["name"]: arm for arm in summary["ablation"]["arms"]}
+    assert set(arms) == {"natural", "translated300", "translated600", "untranslated300"}
+    assert arms["natural"]["diff_vs_natural"] is None
+    for arm in arms.values():
+        for key in ("kind", "synthetic_per_class", "runs", "roc_auc_mean", "roc_auc_std"):
+            assert key in arm, key
+        run = arm["runs"][0]
+        assert {"seed", "roc_auc", "roc_auc_ci", "accuracy"} <= set(run)
+        assert run["roc_auc_ci"][0] <= run["roc_auc"] <= run["roc_auc_ci"][1]
+        if arm["name"] != "natural":
+            assert set(arm["diff_vs_natural"]) >= {"roc_auc", "ci"}
+    for key in ("eq66", "eq67", "baseline"):
+        assert 0 <= summary["segmentation"][key]["dice"] <= 1
+    assert summary["inclination"]["source"] == "predicted masks"
+    assert summary["translation"][0]["label_auc"] is not None
+    assert set(summary["stage_seconds"]) >= {"prepare", "ablation", "evaluate"}
+    assert "| both | G_AB (B → A) |" in text and "nan" not in text.lower().split()

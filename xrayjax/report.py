@@ -233,6 +233,11 @@ def _translation(workdir: pathlib.Path) -> list[dict[str, Any]]:
                     "label_preservation": _at(labels, "translated", "accuracy"),
                     "label_untranslated": _at(labels, "untranslated_source", "accuracy"),
                     "label_reference": _at(labels, "reference", "accuracy"),
+                    # Threshold-free: a control that separates the classes but whose 0.5 cut is
+                    # not yet calibrated miscounts labels even on real images (label_reference).
+                    "label_auc": _at(labels, "translated", "roc_auc"),
+                    "label_auc_untranslated": _at(labels, "untranslated_source", "roc_auc"),
+                    "label_auc_reference": _at(labels, "reference", "roc_auc"),
                     "cycle_l1": section["cycle"]["l1_mean"],
                     "cycle_ssim": section["cycle"]["ssim_mean"],
                 }
@@ -295,6 +300,7 @@ def build_summary(workdir: str | pathlib.Path) -> dict[str, Any]:
         "translation": _translation(workdir),
         "segmentation": None,
         "inclination": None,
+        "other_body_parts": None,
     }
     for path in sorted(workdir.glob("multicyclegan_*/eval.json")):
         part = path.parent.name.removeprefix("multicyclegan_")
@@ -305,7 +311,8 @@ def build_summary(workdir: str | pathlib.Path) -> dict[str, Any]:
             summary["segmentation"] = segmentation
             summary["inclination"] = inclination
         else:
-            summary.setdefault("other_body_parts", {})[part] = {
+            summary["other_body_parts"] = summary["other_body_parts"] or {}
+            summary["other_body_parts"][part] = {
                 "segmentation": segmentation,
                 "inclination": inclination,
             }
@@ -511,11 +518,12 @@ def _translation_section(workdir: pathlib.Path, summary: dict) -> str:
         "source's exact mask and the bone found in the translation, beside the same bone finder "
         "on real target images against their own masks. Labels kept: the target style's "
         "control classifier on translations against the source labels, beside its accuracy "
-        "on real target images.",
+        "on real target images; labels AUC: its ROC AUC against the source labels (no 0.5 cut), "
+        "beside its AUC on real target images.",
         "",
         "| CycleGAN | generator | KID translated | KID untranslated | KID floor | anatomy Dice "
-        "| its reference | labels kept | its reference | cycle SSIM |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| its reference | labels kept | its reference | labels AUC | its reference | cycle SSIM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def kid(value):
@@ -527,7 +535,8 @@ def _translation_section(workdir: pathlib.Path, summary: dict) -> str:
             f"{kid(e['kid_translated'])} | {kid(e['kid_untranslated'])} | "
             f"{kid(e['kid_reference'])} | {_fmt(e['anatomy_dice'])} | "
             f"{_fmt(e['anatomy_reference'])} | {_fmt(e['label_preservation'])} | "
-            f"{_fmt(e['label_reference'])} | {_fmt(e['cycle_ssim'])} |"
+            f"{_fmt(e['label_reference'])} | {_fmt(e['label_auc'])} | "
+            f"{_fmt(e['label_auc_reference'])} | {_fmt(e['cycle_ssim'])} |"
         )
     lines.append("")
     for run in ("cyclegan", "cyclegan_normal", "cyclegan_abnormal"):
