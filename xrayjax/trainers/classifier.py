@@ -27,7 +27,7 @@ from xrayjax.data import pipelines, sources, transforms
 from xrayjax.evaluators import classification
 from xrayjax.models.classifier import ResNetClassifier
 from xrayjax.train.classifier import ClassifierEngine, ClassifierState
-from xrayjax.trainers.gan import compute_dtype, write_config
+from xrayjax.trainers.gan import compute_dtype, resume_or_start
 
 CLASS_NAMES = ("normal", "abnormal")  # label 0, 1
 TEST_KEYS = ("accuracy", "sensitivity", "specificity", "roc_auc")
@@ -352,12 +352,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Cla
         seed=config.seed,
         workers=config.workers,
     )
-    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
-    state = ckpt.restore_or_init(
-        init_fn(engine, config), jax.random.PRNGKey(config.seed), parallel.replicated(mesh), data_it
-    )
-    start = int(jax.device_get(state.step))
-    write_config(config, workdir)
+    ckpt, state, start = resume_or_start(config, workdir, init_fn(engine, config), mesh, data_it)
     if jax.process_index() == 0:
         (workdir / "training_set.json").write_text(json.dumps(summary, indent=1) + "\n")
         total = summary["total"]

@@ -103,6 +103,17 @@ def write_config(config, workdir: pathlib.Path) -> None:
         path.write_text(json.dumps(config.to_dict(), indent=1, default=str) + "\n")
 
 
+def resume_or_start(config, workdir: pathlib.Path, init, mesh, data_it):
+    """(checkpointer, state, start step): the latest checkpoint's state with the data position
+    restored, else `init(PRNGKey(config.seed))`; config.json written on the first start."""
+    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
+    state = ckpt.restore_or_init(
+        init, jax.random.PRNGKey(config.seed), parallel.replicated(mesh), data_it
+    )
+    write_config(config, workdir)
+    return ckpt, state, int(jax.device_get(state.step))
+
+
 def init_fn(engine: GanEngine, config):
     """rng → a fresh state for the configured image size."""
     return functools.partial(engine.init, image_shape=(config.image_size, config.image_size, 1))
@@ -166,12 +177,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Gan
         seed=config.seed,
         workers=config.workers,
     )
-    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
-    state = ckpt.restore_or_init(
-        init_fn(engine, config), jax.random.PRNGKey(config.seed), parallel.replicated(mesh), data_it
-    )
-    start = int(jax.device_get(state.step))
-    write_config(config, workdir)
+    ckpt, state, start = resume_or_start(config, workdir, init_fn(engine, config), mesh, data_it)
     writer = runlog.MetricWriter(workdir, resume_step=start)
     if jax.process_index() == 0:
         sizes = ", ".join(f"{n}: {len(t)} images" for n, t in tables.items())

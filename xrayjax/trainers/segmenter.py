@@ -23,7 +23,7 @@ from xrayjax.evaluators import segmentation
 from xrayjax.models import ResnetGenerator
 from xrayjax.train.segmenter import SegmenterEngine, SegmenterState
 from xrayjax.trainers.classifier import parse_spec
-from xrayjax.trainers.gan import compute_dtype, write_config
+from xrayjax.trainers.gan import compute_dtype, resume_or_start
 
 
 def build_engine(config: ml_collections.ConfigDict) -> SegmenterEngine:
@@ -165,12 +165,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Seg
         seed=config.seed,
         workers=config.workers,
     )
-    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
-    state = ckpt.restore_or_init(
-        init_fn(engine, config), jax.random.PRNGKey(config.seed), parallel.replicated(mesh), data_it
-    )
-    start = int(jax.device_get(state.step))
-    write_config(config, workdir)
+    ckpt, state, start = resume_or_start(config, workdir, init_fn(engine, config), mesh, data_it)
     if jax.process_index() == 0:
         verb = f"resuming at step {start}" if start else "starting"
         print(f"{verb} of {config.total_steps}; {config.data.train}: {len(table)} images")
