@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 from tqdm import tqdm
+
+from data_prep import storage
 
 VERSION = "1.0.0"
 MAX_LISTED_SKIPS = 1000  # report every skipped file up to this many, then only the counts
@@ -32,17 +35,17 @@ class PrepError(Exception):
     """Bad input to a data_prep command; the message names the path and what to do."""
 
 
-def default_data_dir() -> pathlib.Path:
-    """The TFDS convention: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-    return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
+def default_data_dir() -> epath.Path:
+    """The TFDS convention: $TFDS_DATA_DIR, else ~/tensorflow_datasets (either may be a URL)."""
+    return storage.as_path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
-def dataset_dir(data_dir: pathlib.Path | str, name: str) -> pathlib.Path:
+def dataset_dir(data_dir: os.PathLike | str, name: str) -> epath.Path:
     """Where the dataset NAME lives (the folder holding dataset_info.json)."""
-    return pathlib.Path(data_dir).expanduser() / name / VERSION
+    return storage.as_path(data_dir) / name / VERSION
 
 
-def dataset_exists(data_dir: pathlib.Path | str, name: str) -> bool:
+def dataset_exists(data_dir: os.PathLike | str, name: str) -> bool:
     """True when a complete dataset NAME is in data_dir."""
     return (dataset_dir(data_dir, name) / "dataset_info.json").is_file()
 
@@ -127,21 +130,29 @@ def build_dataset(
     name: str,
     features: dict,
     generators: dict[str, SplitGenerator],
-    data_dir: pathlib.Path | str,
+    data_dir: os.PathLike | str,
     *,
     source: str,
     description: str,
     overwrite: bool = False,
     settings: dict | None = None,
-) -> pathlib.Path | None:
-    """Write dataset NAME atomically; returns its folder, or None when it already exists."""
-    data_dir = pathlib.Path(data_dir).expanduser()
+) -> epath.Path | None:
+    """Write dataset NAME atomically; returns its folder, or None when it already exists.
+
+    On cloud storage the dataset is built on local disk, then uploaded with its
+    dataset_info.json last: readers take that file as the mark of a complete dataset.
+    """
+    data_dir = storage.as_path(data_dir)
     final = dataset_dir(data_dir, name)
     if dataset_exists(data_dir, name) and not overwrite:
         print(f"{name}: already prepared at {final} (pass --overwrite to rebuild); nothing done")
         return None
-    data_dir.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".incomplete-{name}-", dir=data_dir))
+    remote = storage.is_url(data_dir)
+    if not remote:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(
+        tempfile.mkdtemp(prefix=f".incomplete-{name}-", dir=None if remote else data_dir)
+    )
     try:
         recorders = {split: SplitRecorder() for split in generators}
         tfds.disable_progress_bar()  # the generators carry their own bars with totals
@@ -165,7 +176,10 @@ def build_dataset(
         }
         built = dataset_dir(staging, name)
         (built / "prep_report.json").write_text(json.dumps(report, indent=1) + "\n")
-        _move_into_place(built, final)
+        if remote:
+            _upload(built, final)
+        else:
+            _move_into_place(built, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for split, r in recorders.items():
@@ -187,6 +201,15 @@ def _move_into_place(built: pathlib.Path, final: pathlib.Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _upload(built: pathlib.Path, final: epath.Path) -> None:
+    """Copy a locally built dataset to cloud storage; an older version there goes first,
+    its dataset_info.json before the rest, so no reader mixes the two."""
+    if final.exists():
+        (final / "dataset_info.json").unlink(missing_ok=True)
+        final.rmtree()
+    storage.copy_tree(built, final, last=("dataset_info.json",))
+
+
 def progress(items, split: str, total: int | None = None):
     """A progress bar over a split's inputs, on stderr."""
     return tqdm(items, total=total, desc=f"  {split}", unit="img", leave=False, file=sys.stderr)
@@ -196,7 +219,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Flags every data_prep command shares."""
     parser.add_argument(
         "--data-dir",
-        type=pathlib.Path,
+        type=str,
         default=None,
         help="where datasets are written (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets)",
     )
@@ -206,9 +229,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve_data_dir(arg: pathlib.Path | None) -> pathlib.Path:
-    """The --data-dir value, or the TFDS default."""
-    return arg.expanduser() if arg is not None else default_data_dir()
+def resolve_data_dir(arg: str | os.PathLike | None) -> epath.Path:
+    """The --data-dir value (a folder or a gs:// URL), or the TFDS default."""
+    return storage.as_path(arg) if arg is not None else default_data_dir()
 
 
 def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:

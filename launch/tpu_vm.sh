@@ -13,10 +13,16 @@
 #   ACCELERATOR_TYPE  e.g. v4-8, v5litepod-16 (needed only to create the VM)
 #   RUNTIME_VERSION   TPU software version (default tpu-ubuntu2204-base)
 #   PROJECT           GCP project (default: gcloud's configured project)
-#   TFDS_DATA_DIR     prepared datasets, e.g. gs://BUCKET/tensorflow_datasets (required)
+#   TFDS_DATA_DIR     prepared datasets, e.g. gs://BUCKET/tensorflow_datasets (required); read
+#                     from the bucket directly (array_record's reader speaks gs://)
+#   STAGE_DATASETS    optional dataset names (e.g. "mura phantom_forearm_clean"): each worker
+#                     first copies them to its local disk (python -m data_prep.stage) and
+#                     trains from there, which saves one bucket request per record read
 #   REPO_URL          where workers clone xrayjax from (default: copy this checkout with scp)
 # The workdir is a gs:// path: orbax writes checkpoints there directly, so a preempted slice
-# resumes from the bucket when this script is rerun.
+# resumes from the bucket when this script is rerun; process 0 writes metrics.jsonl, samples and
+# reports there too (TensorBoard events are written locally and copied up at each log step).
+# Credentials: the TPU VM's service account (it needs read/write access to the bucket).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -50,5 +56,14 @@ else
 fi
 tpu ssh "$TPU_NAME" --worker=all --command="cd xrayjax && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu]'"
 
+data_dir=$TFDS_DATA_DIR
+stage=""
+if [ -n "${STAGE_DATASETS:-}" ]; then
+  data_dir=/tmp/xrayjax_tfds
+  echo "every worker copies $STAGE_DATASETS from $TFDS_DATA_DIR to $data_dir, then trains from there"
+  stage=".venv/bin/python -m data_prep.stage --data-dir=$TFDS_DATA_DIR --to=$data_dir $STAGE_DATASETS && "
+else
+  echo "workers read datasets from $TFDS_DATA_DIR directly (set STAGE_DATASETS to copy them first)"
+fi
 quoted=$(printf ' %q' "$@")
-tpu ssh "$TPU_NAME" --worker=all --command="cd xrayjax && TFDS_DATA_DIR=$TFDS_DATA_DIR .venv/bin/python -m xrayjax.main --config=$config --workdir=$workdir$quoted"
+tpu ssh "$TPU_NAME" --worker=all --command="cd xrayjax && ${stage}TFDS_DATA_DIR=$data_dir .venv/bin/python -m xrayjax.main --config=$config --workdir=$workdir$quoted"

@@ -2,6 +2,7 @@
 names checked) and its report (every section, whatever has run; the chance reading)."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -56,6 +57,10 @@ def test_unknown_stage_names_are_refused(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         demo.main(["--workdir", str(tmp_path), "--only", "tarnslate"])
     assert exit_info.value.code == 2 and "tarnslate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--workdir", "gs://bucket/demo"])
+    assert exit_info.value.code == 2 and "runs on a local folder" in capsys.readouterr().err
+    assert not pathlib.Path("gs:").exists()
 
 
 def test_report_has_every_section_before_anything_has_run(tmp_path):

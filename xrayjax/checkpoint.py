@@ -8,12 +8,14 @@ previous checkpoint as the latest.
 
 from __future__ import annotations
 
-import pathlib
+import os
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from data_prep import storage
 
 
 class CheckpointMismatch(ValueError):
@@ -23,8 +25,9 @@ class CheckpointMismatch(ValueError):
 class Checkpointer:
     """Periodic, asynchronous saves of (state, data iterator) under workdir/checkpoints."""
 
-    def __init__(self, workdir: str | pathlib.Path, every: int, keep: int = 3):
-        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    def __init__(self, workdir: str | os.PathLike, every: int, keep: int = 3):
+        # A URL stays a URL: orbax writes gs:// directly (an object write there is atomic).
+        self.directory = storage.as_path(workdir) / "checkpoints"
         self.every = every
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=1, enable_async_checkpointing=True, create=True

@@ -475,7 +475,7 @@ def _geometry(workdir: pathlib.Path) -> None:
         r = geometry.evaluate_on_phantoms(part, num=200, seed=_seed(workdir, 7), image_size=256)
         results[part] = {k: v for k, v in r.items() if not isinstance(v, list)}
         errors = [e for e in r["errors_deg"] if e is not None]
-        figures.error_histogram(errors, out / f"errors_{part}.png")
+        runlog.save_png(out / f"errors_{part}.png", figures.error_histogram(errors))
     runlog.write_json(out / "radial_inclination.json", results)
 
 
@@ -666,13 +666,20 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/demo"))
+    parser.add_argument("--workdir", default="runs/demo", help="a local folder")
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     parser.add_argument("--seed", type=int, default=0, help="every random choice derives from it")
     parser.add_argument("--only", help="comma-separated stage names to run (default: all)")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
     try:
+        if "://" in args.workdir:
+            # Its stages share files through locks and a second process: local disk only.
+            raise ValueError(
+                f"--workdir {args.workdir}: the demo runs on a local folder; train single "
+                "configs with python -m xrayjax.main to use cloud storage"
+            )
+        args.workdir = pathlib.Path(args.workdir)
         check_stage_names(only or [])
         if args.seed < 0:
             raise ValueError(f"--seed must be 0 or more, got {args.seed}")

@@ -11,13 +11,13 @@ written atomically (data_prep.builder), so a run that dies leaves nothing that l
 from __future__ import annotations
 
 import dataclasses
-import pathlib
+import os
 from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
 
-from data_prep import builder, images
+from data_prep import builder, images, storage
 from xrayjax import checkpoint, parallel
 from xrayjax.data import pipelines, sources, transforms
 from xrayjax.trainers import gan as gan_trainer
@@ -25,13 +25,12 @@ from xrayjax.trainers import gan as gan_trainer
 EQUATIONS = ("66", "67")
 
 
-def load_generators(config, workdir: str | pathlib.Path):
+def load_generators(config, workdir: str | os.PathLike):
     """(engine, state, mesh): the GAN state of the workdir's latest checkpoint, replicated."""
     ckpt = checkpoint.Checkpointer(workdir, every=1 << 30)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(
-            f"no checkpoint in {pathlib.Path(workdir) / 'checkpoints'}: train this config in that "
-            "workdir first"
+            f"no checkpoint in {ckpt.directory}: train this config in that workdir first"
         )
     engine = gan_trainer.build_engine(config, steps_per_epoch=1, total_steps=1)
     mesh = parallel.make_mesh()
@@ -180,7 +179,7 @@ def translate(
     _check_domain(config, to_domain)
     if from_domain == to_domain:
         raise ValueError("--from and --to name the same domain")
-    data_dir = pathlib.Path(data_dir or config.data_dir or sources.default_data_dir()).expanduser()
+    data_dir = storage.as_path(data_dir or config.data_dir or sources.default_data_dir())
     _refuse_existing(output, data_dir, overwrite)
     name, split = parse_source(source)
     spec = config.domains[from_domain]
@@ -229,7 +228,7 @@ def segment(
         raise ValueError(f"--equation {equation!r}; allowed: {', '.join(EQUATIONS)}")
     for domain in "ABC":
         _check_domain(config, domain)
-    data_dir = pathlib.Path(data_dir or config.data_dir or sources.default_data_dir()).expanduser()
+    data_dir = storage.as_path(data_dir or config.data_dir or sources.default_data_dir())
     _refuse_existing(output, data_dir, overwrite)
     name, split = parse_source(source)
     table = sources.open_table(name, split, config.data_dir or data_dir)

@@ -7,13 +7,18 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 
 import cv2
 import jax
 import numpy as np
+from tensorboardX import SummaryWriter
 from tqdm import tqdm
+
+from data_prep import storage
 
 
 class NonFiniteLoss(RuntimeError):
@@ -62,50 +67,71 @@ class MetricWriter:
     was then killed) are dropped, so the file reads as if the run had never stopped.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, resume_step: int = 0):
+    def __init__(self, workdir: str | os.PathLike, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
-        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        workdir = storage.as_path(workdir)
+        self.path = workdir / "metrics.jsonl"
         self._tb = None
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lines = []
         if self.path.exists():
-            kept = [
+            self._lines = [
                 line
                 for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
+                if _step_of(line) is not None and _step_of(line) <= resume_step
             ]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        try:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(
-                str(pathlib.Path(workdir) / "tensorboard"), purge_step=resume_step + 1
-            )
-        except ImportError:  # TensorBoard output is optional
-            self._tb = None
+        # Rewritten whole (never in place), so a kill here keeps the run's history.
+        storage.write_text(self.path, "".join(line + "\n" for line in self._lines))
+        # Cloud storage has no append: there the file is rewritten whole at each log step, and
+        # TensorBoard events are written to a local folder and copied up after each flush.
+        self._remote_tb = workdir / "tensorboard" if storage.is_url(workdir) else None
+        self._tb_dir = (
+            pathlib.Path(tempfile.mkdtemp(prefix="xrayjax-tensorboard-"))
+            if self._remote_tb is not None
+            else pathlib.Path(workdir / "tensorboard")
+        )
+        self._tb = SummaryWriter(str(self._tb_dir), purge_step=resume_step + 1)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         """Record scalars for a step."""
         if not self.enabled:
             return
         values = {k: float(v) for k, v in metrics.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": int(step), **values}) + "\n")
-        if self._tb is not None:
-            for name, value in values.items():
-                self._tb.add_scalar(name, value, step)
-            self._tb.flush()
+        line = json.dumps({"step": int(step), **values})
+        self._lines.append(line)
+        if self._remote_tb is not None:
+            storage.write_text(self.path, "".join(x + "\n" for x in self._lines))
+        else:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
+        for name, value in values.items():
+            self._tb.add_scalar(name, value, step)
+        self._tb.flush()
+        if self._remote_tb is not None:
+            storage.copy_tree(self._tb_dir, self._remote_tb)
 
     def close(self) -> None:
-        """Flush and close the TensorBoard writer."""
+        """Flush and close the TensorBoard writer (and copy its events up, on cloud storage)."""
         if self._tb is not None:
             self._tb.close()
+            if self._remote_tb is not None:
+                storage.copy_tree(self._tb_dir, self._remote_tb)
+                shutil.rmtree(self._tb_dir, ignore_errors=True)
+            self._tb = None
 
 
-def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a blank line or one cut short by a kill."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
     """All records of a run's metrics.jsonl."""
-    path = pathlib.Path(workdir) / "metrics.jsonl"
+    path = storage.as_path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -175,16 +201,14 @@ def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
     return grid
 
 
-def save_png(path: str | pathlib.Path, image: np.ndarray) -> None:
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write a PNG atomically (process 0 only)."""
     if jax.process_index() != 0:
         return
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    if not cv2.imwrite(str(tmp), image):
-        raise OSError(f"could not write {path}")
-    tmp.replace(path)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    storage.write_bytes(path, encoded.tobytes())
 
 
 def json_safe(value):
@@ -204,11 +228,6 @@ def json_safe(value):
     return value
 
 
-def write_json(path: str | pathlib.Path, data) -> pathlib.Path:
-    """Write strict JSON (NaN as null) atomically: a temporary file, then a rename."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+def write_json(path: str | os.PathLike, data):
+    """Write strict JSON (NaN as null) atomically (see `storage.write_bytes`); returns the path."""
+    return storage.write_text(path, json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")

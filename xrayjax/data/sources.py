@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
+
+from data_prep import builder, storage
 
 IMAGE_FEATURES = ("image", "mask")
 
@@ -27,12 +29,12 @@ class DatasetNotFound(FileNotFoundError):
     """A dataset or split that has not been prepared; the message says how to make it."""
 
 
-def default_data_dir() -> pathlib.Path:
-    """The TFDS convention: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-    return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
+def default_data_dir() -> epath.Path:
+    """The TFDS convention: $TFDS_DATA_DIR, else ~/tensorflow_datasets (either may be a URL)."""
+    return builder.default_data_dir()
 
 
-def _how_to_make(name: str, data_dir: pathlib.Path) -> str:
+def _how_to_make(name: str, data_dir: os.PathLike) -> str:
     if name in _HOW_TO_MAKE:
         return _HOW_TO_MAKE[name].format(data_dir=data_dir)
     if name.startswith("phantom_"):
@@ -43,9 +45,10 @@ def _how_to_make(name: str, data_dir: pathlib.Path) -> str:
     )
 
 
-def dataset_path(name: str, data_dir: str | os.PathLike | None = None) -> pathlib.Path:
-    """The folder of the newest complete version of dataset `name`."""
-    data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir()
+def dataset_path(name: str, data_dir: str | os.PathLike | None = None) -> epath.Path:
+    """The folder of the newest complete version of dataset `name` (local or gs://; array_record
+    reads gs:// itself)."""
+    data_dir = storage.as_path(data_dir) if data_dir else default_data_dir()
     versions = sorted(
         (p for p in (data_dir / name).glob("*") if (p / "dataset_info.json").is_file()),
         key=lambda p: tuple(int(x) if x.isdigit() else 0 for x in p.name.split(".")),

@@ -10,15 +10,13 @@
 Images are uint8 or float in [−1, 1], (H, W) or (H, W, 1). Masks are binary, of any dtype, with
 nonzero = bone (threshold generator outputs with segmentation.binarize first).
 Tiles smaller than 128 px are enlarged by a whole factor (nearest neighbour) so text stays
-legible. Every function writes a PNG atomically (a temporary name in the same folder, then a
-rename, so a reader never sees half a file) and returns its path.
+legible. Every function returns the figure as a uint8 BGR image; the caller writes it (with
+`xrayjax.logging.save_png`, which writes whole files, locally or on gs://).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,20 +92,6 @@ def _grid(rows: list[list[np.ndarray]], titles: Sequence[str]) -> np.ndarray:
     return grid
 
 
-def _write_png(path: str | os.PathLike, image: np.ndarray) -> pathlib.Path:
-    """Write a PNG under a temporary name beside `path`, then rename it into place."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        if not cv2.imwrite(str(temporary), image):
-            raise OSError(f"could not write {path}")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
-
-
 def _mask(values: Any) -> np.ndarray:
     """(H, W) bool from an (H, W) or (H, W, 1) mask of any dtype, nonzero = bone."""
     array = np.asarray(values)
@@ -131,10 +115,9 @@ def _batch(name: str, images: Any) -> list[np.ndarray]:
 def translation_grid(
     sources: Any,
     translated: Any,
-    path: str | os.PathLike,
     titles: Sequence[str] = ("source", "translated"),
-) -> pathlib.Path:
-    """PNG with one row per image: source | translated (thesis figs. 34-35); returns the path."""
+) -> np.ndarray:
+    """One row per image: source | translated (thesis figs. 34-35)."""
     left, right = _batch("sources", sources), _batch("translated", translated)
     if len(left) != len(right) or left[0].shape != right[0].shape:
         raise ValueError(
@@ -146,7 +129,7 @@ def translation_grid(
         [cv2.cvtColor(_enlarge(image, scale), cv2.COLOR_GRAY2BGR) for image in pair]
         for pair in zip(left, right, strict=True)
     ]
-    return _write_png(path, _grid(rows, titles))
+    return _grid(rows, titles)
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None, scale: int):
@@ -165,15 +148,14 @@ def _overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None, scal
 def segmentation_grid(
     images: Any,
     masks: Any,
-    path: str | os.PathLike,
     truths: Sequence[Any | None] | None = None,
     dice: Sequence[float | None] | None = None,
     titles: Sequence[str] = ("image", "segmentation"),
-) -> pathlib.Path:
-    """PNG with rows image | predicted mask over it (figs. 39-41), truth outline and Dice if known.
+) -> np.ndarray:
+    """Rows of image | predicted mask over it (figs. 39-41), truth outline and Dice if known.
 
     Dice per tile comes from `dice` when given (None/NaN entries print nothing), else from
-    `truths` where a truth exists. Returns the path.
+    `truths` where a truth exists. Returns the image.
     """
     pictures = _batch("images", images)
     predicted = [_mask(mask) for mask in masks]
@@ -201,16 +183,15 @@ def segmentation_grid(
             font = _font_scale(tile.shape[1])
             _text(tile, f"Dice {score:.3f}", (4, tile.shape[0] - 6), font)
         rows.append([cv2.cvtColor(_enlarge(image, scale), cv2.COLOR_GRAY2BGR), tile])
-    return _write_png(path, _grid(rows, titles))
+    return _grid(rows, titles)
 
 
 def error_histogram(
     errors_deg: Any,
-    path: str | os.PathLike,
     bin_width: float = 0.25,
     size: tuple[int, int] = (640, 400),
-) -> pathlib.Path:
-    """PNG histogram of signed radial-inclination errors (measured − true, degrees)."""
+) -> np.ndarray:
+    """A histogram of signed radial-inclination errors (measured − true, degrees)."""
     values = np.asarray(errors_deg, np.float64).ravel()
     finite = values[np.isfinite(values)]
     width, height = size
@@ -263,7 +244,7 @@ def error_histogram(
     if finite.size < values.size:
         title += f"   ({values.size - finite.size} not finite)"
     cv2.putText(canvas, title, (left, 24), FONT, 0.45, black, 1, cv2.LINE_AA)
-    return _write_png(path, canvas)
+    return canvas
 
 
 def _draw_measurement(canvas: np.ndarray, m: RadiusMeasurement, scale: float, origin) -> None:
@@ -296,13 +277,11 @@ def _draw_measurement(canvas: np.ndarray, m: RadiusMeasurement, scale: float, or
     cv2.circle(canvas, at(corner), radius, CORNER_COLOR, thick, line, shift)
 
 
-def radial_inclination_overlay(
-    image: Any, measurement: RadiusMeasurement, path: str | os.PathLike
-) -> pathlib.Path:
-    """PNG: the image with the radius axis, styloid tip and ulnar corner drawn | a zoom on them.
+def radial_inclination_overlay(image: Any, measurement: RadiusMeasurement) -> np.ndarray:
+    """The image with the radius axis, styloid tip and ulnar corner drawn | a zoom on them.
 
     The left panel is the whole image enlarged to about 512 px; the right, as tall, zooms on the
-    distal radius. A legend names the colours. Returns the path.
+    distal radius. A legend names the colours. Returns the image.
     """
     gray = _gray(image)
     if gray.max() <= 1:  # a {0, 1} mask
@@ -343,4 +322,4 @@ def radial_inclination_overlay(
         cv2.rectangle(canvas, (x0 - 3, y - 13), (x0 + 130, y + 5), (0, 0, 0), -1)
         cv2.line(canvas, (x0, y - 4), (x0 + 18, y - 4), color, 3)
         cv2.putText(canvas, name, (x0 + 24, y), FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return _write_png(path, canvas)
+    return canvas

@@ -14,13 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pathlib
+import os
 
 import cv2
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
+from data_prep import storage
 from xrayjax import checkpoint, optim, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import pipelines, sources, transforms
@@ -265,7 +267,7 @@ class Evaluator:
         }
 
 
-def write_report(workdir: pathlib.Path, report: dict, name: str = "eval.json") -> pathlib.Path:
+def write_report(workdir: epath.Path, report: dict, name: str = "eval.json") -> epath.Path:
     """Write a report as JSON (process 0) and print its headline numbers."""
     path = workdir / name
     if jax.process_index() == 0:
@@ -333,9 +335,9 @@ def _setup(config, split: str | None = None):
     return mesh, eval_table(config, split)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> ClassifierState:
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> ClassifierState:
     """Train (or resume) the configured classifier in `workdir`; returns the final state."""
-    workdir = pathlib.Path(workdir)
+    workdir = storage.as_path(workdir)
     mesh, (test, test_labels, test_spec) = _setup(config)
     table, summary = training_set(config)
     steps_per_epoch, total_steps = schedule_lengths(config, len(table))
@@ -354,7 +356,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Cla
     )
     ckpt, state, start = resume_or_start(config, workdir, init_fn(engine, config), mesh, data_it)
     if jax.process_index() == 0:
-        (workdir / "training_set.json").write_text(json.dumps(summary, indent=1) + "\n")
+        storage.write_text(workdir / "training_set.json", json.dumps(summary, indent=1) + "\n")
         total = summary["total"]
         verb = f"resuming at step {start}" if start else "starting"
         print(
@@ -400,13 +402,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Cla
 
 
 def evaluate(
-    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str | None = None
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike, split: str | None = None
 ) -> dict:
     """Evaluate the workdir's latest checkpoint on `split` (default: the config's test split).
 
     Writes eval.json for the config's test split, eval_<name>_<split>.json for another one.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = storage.as_path(workdir)
     mesh, (table, labels, spec) = _setup(config, split)
     if not (workdir / "checkpoints").is_dir():
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: nothing to evaluate")

@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import json
 import math
-import pathlib
+import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
+from data_prep import storage
 from xrayjax import checkpoint, optim, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import pipelines, sources, transforms
@@ -95,15 +97,14 @@ def build_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:
     )
 
 
-def write_config(config, workdir: pathlib.Path) -> None:
+def write_config(config, workdir: epath.Path) -> None:
     """config.json, written once (process 0)."""
     path = workdir / "config.json"
     if jax.process_index() == 0 and not path.exists():
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config.to_dict(), indent=1, default=str) + "\n")
+        storage.write_text(path, json.dumps(config.to_dict(), indent=1, default=str) + "\n")
 
 
-def resume_or_start(config, workdir: pathlib.Path, init, mesh, data_it):
+def resume_or_start(config, workdir: epath.Path, init, mesh, data_it):
     """(checkpointer, state, start step): the latest checkpoint's state with the data position
     restored, else `init(PRNGKey(config.seed))`; config.json written on the first start."""
     ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
@@ -122,7 +123,7 @@ def init_fn(engine: GanEngine, config):
 class SampleWriter:
     """PNG grids every `sample_every` steps; rows of j | G_IJ(j) | G_JI(G_IJ(j)) per pair IJ."""
 
-    def __init__(self, engine: GanEngine, config, tables, mesh, workdir: pathlib.Path):
+    def __init__(self, engine: GanEngine, config, tables, mesh, workdir: epath.Path):
         self.engine, self.every, self.dir = engine, config.sample_every, workdir / "samples"
         n = config.num_samples
         # Fixed images (the first of each domain, unaugmented), the same on every process.
@@ -160,9 +161,9 @@ class SampleWriter:
         runlog.save_png(self.dir / f"step_{step:08d}.png", runlog.image_grid(rows))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> GanState:
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> GanState:
     """Train (or resume) the configured GAN in `workdir`; returns the final state."""
-    workdir = pathlib.Path(workdir)
+    workdir = storage.as_path(workdir)
     mesh = parallel.make_mesh()
     parallel.check_global_batch(config.global_batch, mesh)
     tables = domain_tables(config)

@@ -34,7 +34,7 @@ import collections
 import dataclasses
 import functools
 import json
-import pathlib
+import os
 from typing import Any
 
 import cv2
@@ -42,7 +42,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
+from data_prep import storage
 from xrayjax import checkpoint, inference, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import sources, transforms
@@ -125,7 +127,7 @@ class _Classifier:
     engine: Any
     state: Any
     step: int
-    workdir: pathlib.Path
+    workdir: epath.Path
 
     def apply(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(B, S, S, 1) in [−1, 1] → penultimate features (B, D), P(abnormal) (B,)."""
@@ -155,9 +157,9 @@ class _Classifier:
         }
 
 
-def load_classifier(workdir: str | pathlib.Path, mesh) -> _Classifier:
+def load_classifier(workdir: str | os.PathLike, mesh) -> _Classifier:
     """The classifier in `workdir` (its config.json and latest checkpoint), replicated on mesh."""
-    workdir = pathlib.Path(workdir).expanduser()
+    workdir = storage.as_path(workdir)
     path = workdir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -518,19 +520,16 @@ def _radial_inclination(domain: _Domain, acc, threshold: float = 0.0) -> dict:
     return section
 
 
-def _figures(workdir: pathlib.Path, config, passes, report) -> list[str]:
+def _figures(workdir: epath.Path, config, passes, report) -> list[str]:
     out = workdir / "eval"
-    paths = []
+    drawn = {}  # file name → figure
     for source, acc in passes.items():
         for target in (t for t in config.domains.keys() if t != source):
             pair = target + source
-            paths.append(
-                figures.translation_grid(
-                    acc["figure/source"],
-                    acc[f"{target}/figure"],
-                    out / f"translation_{pair}.png",
-                    titles=(f"{source} (source)", f"G_{pair}: {source} to {target}"),
-                )
+            drawn[f"translation_{pair}.png"] = figures.translation_grid(
+                acc["figure/source"],
+                acc[f"{target}/figure"],
+                titles=(f"{source} (source)", f"G_{pair}: {source} to {target}"),
             )
     segmented = report.get("segmentation", {})
     if "equations" in segmented:
@@ -538,21 +537,21 @@ def _figures(workdir: pathlib.Path, config, passes, report) -> list[str]:
         n = len(acc["figure/source"])
         for key, formula in segmented["methods"].items():
             label = f"eq. {key[2:]}: {formula}" if key in EQUATIONS else key
-            paths.append(
-                figures.segmentation_grid(
-                    acc["figure/source"],
-                    acc[key][:n],
-                    out / f"segmentation_{key}.png",
-                    truths=acc["figure/truth"][:n],
-                    titles=("A (natural)", label),
-                )
+            drawn[f"segmentation_{key}.png"] = figures.segmentation_grid(
+                acc["figure/source"],
+                acc[key][:n],
+                truths=acc["figure/truth"][:n],
+                titles=("A (natural)", label),
             )
     inclination = report.get("radial_inclination", {})
     for key in ("ground_truth_masks", *EQUATIONS, "supervised"):
         if key in inclination:
-            path = out / f"radial_inclination_errors_{key}.png"
-            paths.append(figures.error_histogram(inclination[key]["errors_deg"], path))
-    return [str(p.relative_to(workdir)) for p in paths]
+            drawn[f"radial_inclination_errors_{key}.png"] = figures.error_histogram(
+                inclination[key]["errors_deg"]
+            )
+    for name, image in drawn.items():
+        runlog.save_png(out / name, image)
+    return [f"eval/{name}" for name in drawn]
 
 
 def _number(value, spec: str = ".3f") -> str:
@@ -610,7 +609,7 @@ def _tools(config, settings, threshold: float, mesh) -> _Tools:
     return _Tools(classifiers, segmenter, domain, threshold)
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """Evaluate the workdir's latest GAN checkpoint; writes eval.json and eval/*.png.
 
     eval.json (also returned) holds: workdir, step, settings, domains (dataset:split and counts
@@ -621,7 +620,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     it cannot apply, and figures (paths under the workdir). Per-image lists sit beside their
     means; `indices` count evaluated images.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = storage.as_path(workdir)
     if not (workdir / "checkpoints").is_dir():
         raise FileNotFoundError(
             f"no checkpoint in {workdir / 'checkpoints'}: train this config in that workdir first"

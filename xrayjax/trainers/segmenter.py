@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
+from data_prep import storage
 from xrayjax import checkpoint, optim, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import pipelines, sources, transforms
@@ -78,7 +80,7 @@ class Segmenter:
     config: ml_collections.ConfigDict
     engine: SegmenterEngine
     state: SegmenterState
-    workdir: pathlib.Path
+    workdir: epath.Path
 
     def apply(self, images: jax.Array) -> jax.Array:
         """(B, S, S, 1) in [−1, 1] → bool (B, S, S, 1) bone, resized to its size and back."""
@@ -101,9 +103,9 @@ class Segmenter:
         }
 
 
-def load(workdir: str | pathlib.Path, mesh) -> Segmenter:
+def load(workdir: str | os.PathLike, mesh) -> Segmenter:
     """The segmenter trained in `workdir` (config.json, latest checkpoint, eval.json)."""
-    workdir = pathlib.Path(workdir).expanduser()
+    workdir = storage.as_path(workdir)
     path = workdir / "config.json"
     if not path.is_file() or not (workdir / "eval.json").is_file():
         raise FileNotFoundError(
@@ -150,9 +152,9 @@ def measure(config, engine: SegmenterEngine, state: SegmenterState, mesh, spec: 
     }
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> SegmenterState:
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> SegmenterState:
     """Train (or resume) the configured segmenter in `workdir`, then write eval.json."""
-    workdir = pathlib.Path(workdir)
+    workdir = storage.as_path(workdir)
     mesh = parallel.make_mesh()
     parallel.check_global_batch(config.global_batch, mesh)
     table = masked_table(config.data.train, config.data_dir or None)
