@@ -6,7 +6,9 @@ Layouts accepted under DIR:
     *.png ...                        no classes (label -1)
     normal/*.png  abnormal/*.png     classes (label 0 / 1)
     masks/<stem>.png                 optional binary masks matched to images by file stem
-Features: image, label, mask (zeros and has_mask false where no mask exists), has_mask, file_name.
+Images may be PNG, JPEG, BMP, TIFF or DICOM (`.dcm`, or any file with the DICOM preamble; see
+data_prep/dicom.py). Features: image, label, mask (zeros and has_mask false where no mask
+exists), has_mask, file_name, pixel_spacing_mm (row, column; −1 when unknown).
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def _masks_by_stem(source: pathlib.Path) -> dict[str, pathlib.Path]:
     return found
 
 
+def stored_pixel_spacing(
+    spacing_mm: list[float] | None, shape: tuple[int, int], size: int, fit: str
+) -> tuple[float, float]:
+    """(row, column) mm per pixel once an (H, W) image is made size×size by `fit`; (−1, −1)
+    when the file gave no spacing."""
+    if not spacing_mm:
+        return (-1.0, -1.0)
+    rows, cols = shape
+    if fit == "pad":
+        rows = cols = max(rows, cols)
+    return (spacing_mm[0] * rows / size, spacing_mm[1] * cols / size)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build a dataset from a folder of images."""
     parser = argparse.ArgumentParser(prog="python -m data_prep.image_folder", description=__doc__)
@@ -75,15 +90,21 @@ def main(argv: list[str] | None = None) -> None:
             "matched to them; rename the images"
         )
     size = args.image_size
+    # Filled while the split is written; the prep report is serialised after that.
+    dicom_files: dict[str, dict] = {}
 
     def generate(recorder: builder.SplitRecorder):
         for path, label in builder.progress(candidates, args.split):
             recorder.seen += 1
             try:
-                image = images.load_image(path, size, args.fit)
+                gray, info = images.read_gray_with_info(path)
             except images.UnreadableImage as err:
                 recorder.skip(path, str(err))
                 continue
+            image = images.resize_square(gray, size, args.fit)[:, :, None]
+            spacing = stored_pixel_spacing(info.get("pixel_spacing_mm"), gray.shape, size, args.fit)
+            if info:
+                dicom_files[str(path.relative_to(source))] = info
             mask_path = masks.get(path.stem)
             mask = np.zeros((size, size, 1), np.uint8)
             if mask_path is not None:
@@ -100,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                     "mask": images.encode_png(mask),
                     "has_mask": mask_path is not None,
                     "file_name": str(path.relative_to(source)),
+                    "pixel_spacing_mm": np.asarray(spacing, np.float32),
                 },
             )
 
@@ -109,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         "mask": builder.image_feature(size),
         "has_mask": np.bool_,
         "file_name": tfds.features.Text(),
+        # (row, column) mm per pixel of the stored image; −1 where the file does not say.
+        "pixel_spacing_mm": tfds.features.Tensor(shape=(2,), dtype=np.float32),
     }
     builder.build_dataset(
         args.name,
@@ -118,7 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         source=str(source),
         description=f"Images from {source}, grayscale {size}x{size}.",
         overwrite=args.overwrite,
-        settings={"image_size": size, "fit": args.fit, "masks": len(masks)},
+        settings={
+            "image_size": size,
+            "fit": args.fit,
+            "masks": len(masks),
+            "dicom": dicom_files,  # per DICOM file: photometric, pixel spacing, transfer syntax
+        },
     )
 
 

@@ -1,4 +1,5 @@
-"""Reading image files of any common depth and channel layout into 256×256 grayscale."""
+"""Reading image files of any common depth and channel layout (DICOM included) into 256×256
+grayscale."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import pathlib
 
 import cv2
 import numpy as np
+
+from data_prep import dicom
 
 FIT_MODES = ("stretch", "pad")
 
@@ -87,11 +90,19 @@ def resize_square(image: np.ndarray, size: int, fit: str = "stretch", nearest: b
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
-def read_gray(path: pathlib.Path) -> np.ndarray:
-    """Read an image file as a 2-D uint8 array, raising UnreadableImage with the reason."""
-    data = pathlib.Path(path).read_bytes()
+def read_gray_with_info(path: pathlib.Path) -> tuple[np.ndarray, dict]:
+    """Read an image file (PNG, JPEG, BMP, TIFF or DICOM) as a 2-D uint8 array, with what a
+    DICOM file says about it (photometric interpretation, pixel spacing; empty otherwise).
+    Raises UnreadableImage with the reason."""
+    path = pathlib.Path(path)
+    data = path.read_bytes()
     if not data:
         raise UnreadableImage("empty file")
+    if dicom.looks_like_dicom(data, path.suffix):
+        try:
+            return dicom.read(data)
+        except dicom.DicomError as err:
+            raise UnreadableImage(str(err)) from err
     fmt = _format_of(data)
     if fmt is None:
         raise UnreadableImage("not an image (unrecognised file signature)")
@@ -100,7 +111,12 @@ def read_gray(path: pathlib.Path) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise UnreadableImage(f"corrupt {fmt.upper()} (cannot be decoded)")
-    return to_gray_uint8(image)
+    return to_gray_uint8(image), {}
+
+
+def read_gray(path: pathlib.Path) -> np.ndarray:
+    """Read an image file (DICOM included) as a 2-D uint8 array, raising UnreadableImage."""
+    return read_gray_with_info(path)[0]
 
 
 def load_image(path: pathlib.Path, size: int, fit: str = "stretch") -> np.ndarray:

@@ -1,12 +1,18 @@
-"""Translating and segmenting with trained GANs writes complete, labelled datasets once."""
+"""Translating and segmenting with trained GANs: complete, labelled datasets written once, and
+folders of image files to PNGs and a CSV."""
 
+import csv
+
+import cv2
+import dicom_files
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_prep import builder
+from data_prep import builder, images, render
 from xrayjax import inference
 from xrayjax.data import sources, transforms
+from xrayjax.evaluators import geometry
 
 
 def _records(data_dir, name):
@@ -107,3 +113,81 @@ def test_segment_both_equations(tiny_gan, tmp_path):
         for record in records:
             assert set(np.unique(record["predicted_mask"])) <= {0, 1}
             assert record["has_mask"] and record["mask"].sum() > 0  # ground truth kept
+
+
+def test_segment_a_folder_of_png_and_dicom(tiny_gan, tmp_path):
+    config, workdir, _ = tiny_gan("multicyclegan_forearm")
+    source = tmp_path / "hospital"
+    dicom_files.write_example_folder(source, num=2, size=96)
+    cv2.imwrite(str(source / "wide.png"), np.full((60, 90), 128, np.uint8))  # not square
+    (source / "cut.png").write_bytes((source / "phantom_0.png").read_bytes()[:200])
+    out = tmp_path / "out"
+    rows = inference.segment_folder(
+        config, workdir, source=source, output=out, equation="66", fit="pad"
+    )
+    by_file = {r["file"]: r for r in rows}
+    assert sorted(by_file) == [
+        "cut.png",
+        "notes.txt",
+        "phantom_0.png",
+        "phantom_1.png",
+        "phantom_2.dcm",
+        "wide.png",
+    ]
+    assert by_file["cut.png"]["reason"] == "skipped: truncated PNG"
+    assert by_file["notes.txt"]["reason"].startswith("skipped: not an image")
+    with open(out / "measurements.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["file"] for r in table] == [r["file"] for r in rows]
+    assert list(table[0]) == list(inference.CSV_COLUMNS)
+    assert by_file["phantom_2.dcm"]["pixel_spacing_mm"] == "0.1"
+    for name, shape in (("phantom_0", (96, 96)), ("phantom_2", (96, 96)), ("wide", (60, 90))):
+        mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
+        row = by_file[f"{name}.dcm" if name == "phantom_2" else f"{name}.png"]
+        assert row["bone_area_px"] == int((mask > 0).sum())
+        # A measured angle, or the reason it could not be measured.
+        assert bool(row["radial_inclination_deg"]) != bool(row["reason"])
+        overlay = cv2.imread(str(out / "overlays" / f"{name}.png"))
+        assert overlay.shape[2] == 3 and max(overlay.shape[:2]) >= 512
+
+
+def test_translate_a_folder_keeps_each_size(cyclegan, tmp_path):
+    config, workdir = cyclegan
+    source = tmp_path / "renders"
+    source.mkdir()
+    cv2.imwrite(str(source / "a.png"), np.full((50, 70), 90, np.uint8))
+    cv2.imwrite(str(source / "a.jpg"), np.full((64, 64), 90, np.uint8))
+    rows = inference.translate_folder(
+        config, workdir, source=source, output=tmp_path / "out", from_domain="B", to_domain="A"
+    )
+    # a.png keeps its name; a.jpg, which would take it too, keeps its extension.
+    assert [r["output"] for r in rows] == ["translated/a.jpg.png", "translated/a.png"]
+    assert cv2.imread(str(tmp_path / "out" / rows[1]["output"]), 0).shape == (50, 70)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        inference.translate_folder(
+            config,
+            workdir,
+            source=tmp_path / "nope",
+            output=tmp_path / "o",
+            from_domain="B",
+            to_domain="A",
+        )
+
+
+def test_measurement_sees_through_resizing_and_anisotropic_pixels():
+    phantom = render.render_phantom("forearm", "radiograph", 3, 2, 256)
+    truth = geometry.measure_radius(phantom.mask).inclination_deg
+    # Back from the model's square input onto a non-square file's geometry.
+    tall = cv2.resize(phantom.mask, (192, 256), interpolation=cv2.INTER_NEAREST)
+    square = images.resize_square(tall, 128, "stretch", nearest=True)
+    back = inference.to_original_size(square, tall.shape, "stretch", nearest=True)
+    assert back.shape == tall.shape and (back != tall).mean() < 0.02
+    # Columns squeezed by 2 in pixels that are twice as wide in mm: the angle is the anatomy's.
+    squeezed = cv2.resize(phantom.mask, (128, 256), interpolation=cv2.INTER_NEAREST)
+    size = inference._measuring_size(squeezed.shape, [0.1, 0.2])
+    assert size == (512, 512)
+    restored = cv2.resize(squeezed, size, interpolation=cv2.INTER_NEAREST)
+    assert abs(geometry.measure_radius(restored).inclination_deg - truth) < 1.0
+    naive = cv2.resize(squeezed, inference._measuring_size(squeezed.shape, None), cv2.INTER_NEAREST)
+    assert abs(geometry.measure_radius(naive).inclination_deg - truth) > 3.0

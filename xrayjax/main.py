@@ -6,6 +6,8 @@ Rerunning the same command resumes from the workdir's latest checkpoint.
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -20,11 +22,18 @@ flags.DEFINE_enum("mode", "train", MODES, "what to do with the config and workdi
 flags.DEFINE_string(
     "split", None, "evaluate: split of the test dataset, or 'name:split' (default: config's test)"
 )
-flags.DEFINE_string("source", None, "translate/segment: source records as DATASET:SPLIT")
+flags.DEFINE_string(
+    "source", None, "translate/segment: source records as DATASET:SPLIT, or a folder of images"
+)
 flags.DEFINE_string("from", None, "translate: source domain name (e.g. B)")
 flags.DEFINE_string("to", None, "translate: target domain name (e.g. A)")
 flags.DEFINE_integer("num", 0, "translate/segment: how many source records (segment: 0 = all)")
-flags.DEFINE_string("output", None, "translate/segment: name of the dataset to write")
+flags.DEFINE_string(
+    "output", None, "translate/segment: dataset name to write, or (from a folder) a folder"
+)
+flags.DEFINE_enum(
+    "fit", "stretch", ["stretch", "pad"], "translate/segment a folder: how images become square"
+)
 flags.DEFINE_string("data_dir", None, "translate/segment: where to write (default: config's)")
 flags.DEFINE_bool("overwrite", False, "translate/segment: replace an existing output dataset")
 flags.DEFINE_enum("equation", "67", ["66", "67"], "segment: G_CB(G_BA(a)) (66) or G_CB(a) (67)")
@@ -42,21 +51,25 @@ def run(config, workdir: str, mode: str, split: str | None = None) -> None:
         for name in ("source", "output") + (("from", "to") if mode == "translate" else ()):
             if not FLAGS[name].value:
                 raise ValueError(f"--mode {mode} needs --{name}")
-        common = dict(
-            source=FLAGS.source,
-            output=FLAGS.output,
-            num=FLAGS.num,
-            data_dir=FLAGS.data_dir,
-            overwrite=FLAGS.overwrite,
-        )
+        if os.path.isdir(os.path.expanduser(FLAGS.source)):
+            # A folder of image files → PNGs and a CSV in the folder --output.
+            kwargs = dict(source=FLAGS.source, output=FLAGS.output, fit=FLAGS.fit)
+            translate, segment = inference.translate_folder, inference.segment_folder
+        else:
+            kwargs = dict(
+                source=FLAGS.source,
+                output=FLAGS.output,
+                num=FLAGS.num,
+                data_dir=FLAGS.data_dir,
+                overwrite=FLAGS.overwrite,
+            )
+            translate, segment = inference.translate, inference.segment
         if mode == "translate":
-            inference.translate(
-                config, workdir, from_domain=FLAGS["from"].value, to_domain=FLAGS.to, **common
+            translate(
+                config, workdir, from_domain=FLAGS["from"].value, to_domain=FLAGS.to, **kwargs
             )
         else:
-            inference.segment(
-                config, workdir, equation=FLAGS.equation, threshold=FLAGS.threshold, **common
-            )
+            segment(config, workdir, equation=FLAGS.equation, threshold=FLAGS.threshold, **kwargs)
     elif trainer == "segmenter":
         from xrayjax.trainers import segmenter
 

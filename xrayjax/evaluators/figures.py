@@ -6,6 +6,7 @@
 - error_histogram: signed radial-inclination errors (measured − true).
 - radial_inclination_overlay: one image with the radius axis, its perpendicular, the styloid
   tip, the ulnar corner and the angle.
+- mask_overlay: one image with a predicted mask's outline and, when measured, the radius.
 
 Images are uint8 or float in [−1, 1], (H, W) or (H, W, 1). Masks are binary, of any dtype, with
 nonzero = bone (threshold generator outputs with segmentation.binarize first).
@@ -322,4 +323,30 @@ def radial_inclination_overlay(image: Any, measurement: RadiusMeasurement) -> np
         cv2.rectangle(canvas, (x0 - 3, y - 13), (x0 + 130, y + 5), (0, 0, 0), -1)
         cv2.line(canvas, (x0, y - 4), (x0 + 18, y - 4), color, 3)
         cv2.putText(canvas, name, (x0 + 24, y), FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+MASK_COLOR = (0, 200, 0)  # BGR
+
+
+def mask_overlay(
+    image: Any, mask: Any, measurement: RadiusMeasurement | None, caption: str
+) -> np.ndarray:
+    """The image with the mask's outline, the measured radius (when given) and a caption.
+
+    Images under 512 px on their long side are enlarged by a whole factor so lines stay thin.
+    """
+    gray = _gray(image)
+    binary = _mask(mask)
+    if binary.shape != gray.shape:
+        raise ValueError(f"mask {binary.shape} and image {gray.shape} differ in size")
+    scale = max(1, 512 // max(gray.shape))
+    canvas = cv2.cvtColor(_enlarge(gray, scale), cv2.COLOR_GRAY2BGR)
+    contours, _ = cv2.findContours(
+        _enlarge(binary.astype(np.uint8), scale), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+    )
+    cv2.drawContours(canvas, contours, -1, MASK_COLOR, max(1, scale // 2), cv2.LINE_AA)
+    if measurement is not None:
+        _draw_measurement(canvas, measurement, scale, (0.0, 0.0))
+    _text(canvas, caption, (8, 21), 0.55)
     return canvas
