@@ -1,13 +1,16 @@
 """A gs:// workdir and data dir, against a local GCS emulator on 127.0.0.1 (no network).
 
 A runlocal CycleGAN trains with both its workdir and its datasets in the bucket, is killed with
-SIGKILL after its first checkpoint and rerun; it must end exactly as the same run on local disk.
+SIGKILL after its first checkpoint and rerun through launch/local.sh; it must end exactly as the
+same run on local disk.
 Evaluation and translation then read the trained run from the bucket.
 """
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -113,7 +116,21 @@ def trained_in_bucket(bucket, gan_reference):
     process.kill()
     process.wait()
     assert not _object_exists(bucket, "runs/cg/checkpoints/12/commit_success.txt")
-    resumed = main_process.run(GAN, WORKDIR, DATA_DIR, *GAN_OVERRIDES)
+    # Rerun the way a preempted job is: through the launch script, with the same arguments.
+    resumed = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "launch/local.sh"),
+            GAN,
+            WORKDIR,
+            f"--config.data_dir={DATA_DIR}",
+            *GAN_OVERRIDES,
+        ],
+        env=dict(main_process.device_env(), PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=main_process.TIMEOUT_S,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return resumed
 

@@ -115,43 +115,6 @@ def test_segment_both_equations(tiny_gan, tmp_path):
             assert record["has_mask"] and record["mask"].sum() > 0  # ground truth kept
 
 
-def test_segment_a_folder_of_png_and_dicom(tiny_gan, tmp_path):
-    config, workdir, _ = tiny_gan("multicyclegan_forearm")
-    source = tmp_path / "hospital"
-    dicom_files.write_example_folder(source, num=2, size=96)
-    cv2.imwrite(str(source / "wide.png"), np.full((60, 90), 128, np.uint8))  # not square
-    (source / "cut.png").write_bytes((source / "phantom_0.png").read_bytes()[:200])
-    out = tmp_path / "out"
-    rows = inference.segment_folder(
-        config, workdir, source=source, output=out, equation="66", fit="pad"
-    )
-    by_file = {r["file"]: r for r in rows}
-    assert sorted(by_file) == [
-        "cut.png",
-        "notes.txt",
-        "phantom_0.png",
-        "phantom_1.png",
-        "phantom_2.dcm",
-        "wide.png",
-    ]
-    assert by_file["cut.png"]["reason"] == "skipped: truncated PNG"
-    assert by_file["notes.txt"]["reason"].startswith("skipped: not an image")
-    with open(out / "measurements.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    assert [r["file"] for r in table] == [r["file"] for r in rows]
-    assert list(table[0]) == list(inference.CSV_COLUMNS)
-    assert by_file["phantom_2.dcm"]["pixel_spacing_mm"] == "0.1"
-    for name, shape in (("phantom_0", (96, 96)), ("phantom_2", (96, 96)), ("wide", (60, 90))):
-        mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
-        assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
-        row = by_file[f"{name}.dcm" if name == "phantom_2" else f"{name}.png"]
-        assert row["bone_area_px"] == int((mask > 0).sum())
-        # A measured angle, or the reason it could not be measured.
-        assert bool(row["radial_inclination_deg"]) != bool(row["reason"])
-        overlay = cv2.imread(str(out / "overlays" / f"{name}.png"))
-        assert overlay.shape[2] == 3 and max(overlay.shape[:2]) >= 512
-
-
 def test_translate_a_folder_keeps_each_size(cyclegan, tmp_path):
     config, workdir = cyclegan
     source = tmp_path / "renders"
@@ -193,26 +156,54 @@ def test_measurement_sees_through_resizing_and_anisotropic_pixels():
     assert abs(geometry.measure_radius(naive).inclination_deg - truth) > 3.0
 
 
-def test_folder_angles_match_the_truth_with_an_exact_segmenter(tiny_gan, tmp_path, monkeypatch):
-    """The folder path around the network (reading, preparing, resizing back, measuring, CSV)
-    checked against the phantoms' true angles. A stand-in segmenter returns each input's bone
-    (the inputs are exact masks), so the errors left are those of a perfect segmentation at the
-    model's resolution: the reference is the same masks taken to that resolution and back."""
+def test_segment_a_folder_against_the_truth_with_an_exact_segmenter(
+    tiny_gan, tmp_path, monkeypatch
+):
+    """The folder path around the network (reading PNG and DICOM, preparing, resizing back,
+    measuring, writing) checked against the phantoms' true angles. A stand-in segmenter returns
+    each input's bone (the inputs are exact masks), so the errors left are those of a perfect
+    segmentation at the model's resolution: the reference is the same masks taken to that
+    resolution and back."""
     config, workdir, _ = tiny_gan("multicyclegan_forearm")
 
     def exact(engine, gen_params, equation, threshold):
         return lambda x: {"predicted_mask": (x > 0).astype(np.float32)}
 
     monkeypatch.setattr(inference, "_segment_fn", exact)
-    source = tmp_path / "masks"
+    source = tmp_path / "hospital"
     source.mkdir()
     phantoms = [render.render_phantom("forearm", "radiograph", 11, i, 256) for i in range(8)]
     for i, p in enumerate(phantoms[:7]):
         cv2.imwrite(str(source / f"p{i}.png"), p.mask * np.uint8(255))
-    dicom_files.make_dicom(source / "p7.dcm", phantoms[7].mask * np.uint8(255))
-    inference.segment_folder(config, workdir, source=source, output=tmp_path / "out", equation="67")
-    with open(tmp_path / "out" / "measurements.csv", newline="") as f:
+    mask_dicom = phantoms[7].mask * np.uint8(255)
+    dicom_files.make_dicom(source / "p7.dcm", mask_dicom, PixelSpacing=[0.1, 0.1])
+    cv2.imwrite(str(source / "wide.png"), np.full((60, 90), 230, np.uint8))  # not square
+    (source / "cut.png").write_bytes((source / "p0.png").read_bytes()[:200])
+    (source / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    rows = inference.segment_folder(
+        config, workdir, source=source, output=out, equation="67", fit="pad"
+    )
+    with open(out / "measurements.csv", newline="") as f:
         table = {r["file"]: r for r in csv.DictReader(f)}
+    assert list(table) == [r["file"] for r in rows]
+    assert list(next(iter(table.values()))) == list(inference.CSV_COLUMNS)
+    assert sorted(table) == sorted(
+        [f"p{i}.png" for i in range(7)] + ["p7.dcm", "wide.png", "cut.png", "notes.txt"]
+    )
+    assert table["cut.png"]["reason"] == "skipped: truncated PNG"
+    assert table["notes.txt"]["reason"].startswith("skipped: not an image")
+    assert table["p7.dcm"]["pixel_spacing_mm"] == "0.1"
+    # Masks come back at each file's own size; the area is counted there.
+    for name, stem, shape in (("p0.png", "p0", (256, 256)), ("wide.png", "wide", (60, 90))):
+        mask = cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
+        assert int(table[name]["bone_area_px"]) == int((mask > 0).sum())
+        overlay = cv2.imread(str(out / "overlays" / f"{stem}.png"))
+        assert overlay.shape[2] == 3 and max(overlay.shape[:2]) >= 512
+    assert int(table["wide.png"]["bone_area_px"]) > 0.9 * 60 * 90  # bright everywhere: bone
+    assert table["wide.png"]["reason"] and not table["wide.png"]["radial_inclination_deg"]
+    # The angles against the truth.
     truth = np.array([p.radial_inclination_deg for p in phantoms])
     got, reference = np.full(8, np.nan), np.full(8, np.nan)
     for i, p in enumerate(phantoms):
@@ -226,6 +217,5 @@ def test_folder_angles_match_the_truth_with_an_exact_segmenter(tiny_gan, tmp_pat
         except ValueError:  # too coarse to part the bones: the folder run may fail here too
             pass
     error, reference_error = np.abs(got - truth), np.abs(reference - truth)
-    print("errors", error.round(2), "reference", reference_error.round(2))
     assert np.isfinite(error).sum() >= np.isfinite(reference_error).sum() - 1
     assert np.nanmean(error) <= np.nanmean(reference_error) + 1.0

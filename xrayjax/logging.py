@@ -85,11 +85,12 @@ class MetricWriter:
         storage.write_text(self.path, "".join(line + "\n" for line in self._lines))
         # Cloud storage has no append: there the file is rewritten whole at each log step, and
         # TensorBoard events are written to a local folder and copied up after each flush.
-        self._remote_tb = workdir / "tensorboard" if storage.is_url(workdir) else None
+        self._remote = storage.is_url(workdir)
+        self._tb_target = workdir / "tensorboard"
         self._tb_dir = (
             pathlib.Path(tempfile.mkdtemp(prefix="xrayjax-tensorboard-"))
-            if self._remote_tb is not None
-            else pathlib.Path(workdir / "tensorboard")
+            if self._remote
+            else pathlib.Path(self._tb_target)
         )
         self._tb = SummaryWriter(str(self._tb_dir), purge_step=resume_step + 1)
 
@@ -100,7 +101,7 @@ class MetricWriter:
         values = {k: float(v) for k, v in metrics.items()}
         line = json.dumps({"step": int(step), **values})
         self._lines.append(line)
-        if self._remote_tb is not None:
+        if self._remote:
             storage.write_text(self.path, "".join(x + "\n" for x in self._lines))
         else:
             with self.path.open("a") as f:
@@ -108,15 +109,15 @@ class MetricWriter:
         for name, value in values.items():
             self._tb.add_scalar(name, value, step)
         self._tb.flush()
-        if self._remote_tb is not None:
-            storage.copy_tree(self._tb_dir, self._remote_tb)
+        if self._remote:
+            storage.copy_tree(self._tb_dir, self._tb_target)
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer (and copy its events up, on cloud storage)."""
         if self._tb is not None:
             self._tb.close()
-            if self._remote_tb is not None:
-                storage.copy_tree(self._tb_dir, self._remote_tb)
+            if self._remote:
+                storage.copy_tree(self._tb_dir, self._tb_target)
                 shutil.rmtree(self._tb_dir, ignore_errors=True)
             self._tb = None
 
