@@ -1,12 +1,10 @@
-"""The GAN trainer end to end: outputs, resume, bad input.
-
-SIGKILL-and-resume equality is tested on a gs:// workdir (test_cloud_storage) and with two
-processes (test_multihost), both against the same uninterrupted reference run."""
+"""The GAN trainer end to end: outputs, resume, SIGKILL-and-resume equality, bad input."""
 
 import json
 import shutil
 
 import main_process
+import numpy as np
 from main_process import GAN, GAN_OVERRIDES, GAN_STEPS
 
 
@@ -31,6 +29,24 @@ def test_run_writes_every_output_and_resumes(gan_reference, phantom_data_dir):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming at step 12 of 12" in again.stdout
     assert len(main_process.metrics(workdir)) == GAN_STEPS
+
+
+def test_sigkill_and_rerun_gives_the_same_run(gan_reference, phantom_data_dir, tmp_path):
+    reference, _ = gan_reference
+    workdir = tmp_path / "killed"
+    process = main_process.start(GAN, workdir, phantom_data_dir, *GAN_OVERRIDES)
+    main_process.kill_at_checkpoint([process], workdir, 4)
+    assert not (workdir / "checkpoints" / "12").exists()
+    resumed = _run(workdir, phantom_data_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at step" in resumed.stdout
+    expected = (reference / "metrics.jsonl").read_text()
+    assert (workdir / "metrics.jsonl").read_text() == expected
+    want = main_process.flat_arrays(main_process.checkpoint_state(reference, 12)["gen_params"])
+    got = main_process.flat_arrays(main_process.checkpoint_state(workdir, 12)["gen_params"])
+    assert want.keys() == got.keys() and len(want) > 10
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path, gan_reference):
