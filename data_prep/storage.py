@@ -54,9 +54,8 @@ def copy_tree(source: PathLike, target: PathLike, last: Iterable[str] = ()) -> i
     reader which takes their presence as "complete" never sees a partial copy."""
     source, target = as_path(source), as_path(target)
     last = set(last)
-    files = sorted(_files(source))
     copied = 0
-    for path in sorted(files, key=lambda p: p.name in last):
+    for path in sorted(_files(source), key=lambda p: (p.name in last, str(p))):
         destination = target / path.relative_to(source).as_posix()
         if destination.exists() and destination.stat().length == path.stat().length:
             continue

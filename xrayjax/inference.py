@@ -161,7 +161,7 @@ def _write(name, data_dir, overwrite, batches, table, size, description, setting
 def _to_uint8(image: np.ndarray, binary: bool) -> np.ndarray:
     if binary:
         return (image > 0.5).astype(np.uint8)
-    return np.clip(np.round((image + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return runlog.to_uint8(image)
 
 
 def _refuse_existing(name: str, data_dir, overwrite: bool) -> None:
@@ -340,6 +340,7 @@ class FolderImage:
     file: str  # path relative to the folder
     gray: np.ndarray  # uint8 (H, W) at the file's own size
     pixel_spacing_mm: list[float] | None  # (row, column), from DICOM
+    output: str = ""  # the PNG name its results are written under
 
 
 class _FolderRecords:
@@ -357,9 +358,11 @@ class _FolderRecords:
         return {"image": self.encoded[int(index)], "index": np.int64(index)}
 
 
-def read_folder(source) -> tuple[list[FolderImage], list[tuple[str, str]]]:
-    """The readable image files under `source` (any depth, sorted) and the (file, reason) of
-    every file that could not be read."""
+def read_folder(source, fit: str) -> tuple[list[FolderImage], list[tuple[str, str]]]:
+    """The readable image files under `source` (any depth, sorted), each with its output name,
+    and the (file, reason) of every file that could not be read. `fit` is checked first."""
+    if fit not in images.FIT_MODES:
+        raise ValueError(f"--fit {fit!r}; allowed: {', '.join(images.FIT_MODES)}")
     root = pathlib.Path(source).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"--source {source} is not a folder")
@@ -376,18 +379,13 @@ def read_folder(source) -> tuple[list[FolderImage], list[tuple[str, str]]]:
     if not found:
         listed = "; ".join(f"{n}: {why}" for n, why in skipped[:5]) or "it is empty"
         raise ValueError(f"no readable image in {root} ({listed})")
-    return found, skipped
-
-
-def output_names(found: list[FolderImage]) -> list[str]:
-    """A PNG name per file: its relative path with .png for its extension, or with .png added
-    where two files would otherwise share a name (x.png beside x.dcm)."""
+    # A PNG name per file: its relative path with .png for its extension, or with .png added
+    # where two files would otherwise share a name (x.png beside x.dcm).
     plain = [str(pathlib.PurePosixPath(f.file).with_suffix(".png")) for f in found]
     counts = collections.Counter(plain)
-    return [
-        name if counts[name] == 1 or f.file == name else f"{f.file}.png"
-        for name, f in zip(plain, found, strict=True)
-    ]
+    for name, f in zip(plain, found, strict=True):
+        f.output = name if counts[name] == 1 or f.file == name else f"{f.file}.png"
+    return found, skipped
 
 
 def to_original_size(image: np.ndarray, shape: tuple[int, int], fit: str, nearest: bool):
@@ -453,10 +451,8 @@ def segment_folder(
         raise ValueError(f"--equation {equation!r}; allowed: {', '.join(EQUATIONS)}")
     for domain in "ABC":
         _check_domain(config, domain)
-    images.resize_square(np.zeros((1, 1), np.uint8), 1, fit)  # a bad --fit fails here
-    found, skipped = read_folder(source)
+    found, skipped = read_folder(source, fit)
     out = storage.as_path(output)
-    names = dict(zip((f.file for f in found), output_names(found), strict=True))
     rows = []
     writing = jax.process_index() == 0
 
@@ -488,11 +484,10 @@ def segment_folder(
             }
         )
         if writing:
-            name = names[item.file]
-            runlog.save_png(out / "masks" / name, mask * np.uint8(255))
+            runlog.save_png(out / "masks" / item.output, mask * np.uint8(255))
             gray = cv2.resize(item.gray, size, interpolation=cv2.INTER_AREA)
             overlay = figures.mask_overlay(gray, small, measured, caption)
-            runlog.save_png(out / "overlays" / name, overlay)
+            runlog.save_png(out / "overlays" / item.output, overlay)
     rows += [
         {"file": f, "radial_inclination_deg": "", "reason": f"skipped: {why}"} for f, why in skipped
     ]
@@ -532,10 +527,8 @@ def translate_folder(
     _check_domain(config, to_domain)
     if from_domain == to_domain:
         raise ValueError(f"--from and --to are both {from_domain!r}")
-    images.resize_square(np.zeros((1, 1), np.uint8), 1, fit)  # a bad --fit fails here
-    found, skipped = read_folder(source)
+    found, skipped = read_folder(source, fit)
     out = storage.as_path(output)
-    names = dict(zip((f.file for f in found), output_names(found), strict=True))
     pair = to_domain + from_domain
 
     def make_fn(engine, gen_params):
@@ -544,11 +537,10 @@ def translate_folder(
     spec = config.domains[from_domain]
     rows = []
     for item, outputs in _folder_run(config, workdir, found, spec, fit, make_fn, global_batch):
-        square = _to_uint8(outputs["image"][..., 0], binary=False)
+        square = runlog.to_uint8(outputs["image"][..., 0])
         translated = to_original_size(square, item.gray.shape, fit, nearest=False)
-        name = names[item.file]
-        rows.append({"file": item.file, "output": f"translated/{name}", "reason": ""})
-        runlog.save_png(out / "translated" / name, translated)
+        rows.append({"file": item.file, "output": f"translated/{item.output}", "reason": ""})
+        runlog.save_png(out / "translated" / item.output, translated)
     rows += [{"file": f, "output": "", "reason": f"skipped: {why}"} for f, why in skipped]
     if jax.process_index() == 0:
         _write_csv(out / "translations.csv", ("file", "output", "reason"), rows)

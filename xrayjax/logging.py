@@ -79,7 +79,7 @@ class MetricWriter:
             self._lines = [
                 line
                 for line in self.path.read_text().splitlines()
-                if _step_of(line) is not None and _step_of(line) <= resume_step
+                if (step := _step_of(line)) is not None and step <= resume_step
             ]
         # Rewritten whole (never in place), so a kill here keeps the run's history.
         storage.write_text(self.path, "".join(line + "\n" for line in self._lines))
