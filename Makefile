@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15
 
 demo: $(STAMP)
-	$(BIN)/python -m xrayjax.demo --workdir runs/demo
+	$(BIN)/python -m xrayjax.tools.demo --workdir runs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -5,7 +5,7 @@
         --workdir runs/cls5k
     python -m xrayjax.main --config configs/classifier_forearm.py:synthetic=5000 \
         --workdir runs/cls5k --mode evaluate [--split valid]     # the latest checkpoint only
-    python -m xrayjax.ablation --config configs/classifier_forearm.py \
+    python -m xrayjax.tools.ablation --config configs/classifier_forearm.py \
         --synthetic 0,5000,10000 --seeds 5 --workdir runs/ablation        # Table 2 with error bars
     python -m xrayjax.main --config configs/classifier_forearm.py:data=phantom,runlocal \
         --workdir /tmp/cls    # CPU smoke run on rendered phantoms

@@ -99,7 +99,7 @@ def gan_config() -> ml_collections.ConfigDict:
     )
     config.sample_every = 1000  # PNG grids: input | translated | reconstructed
     config.num_samples = 4
-    # `--mode evaluate` (trainers/gan_evaluate.py): the measurements the thesis left to the eye.
+    # `--mode evaluate` (xrayjax/evaluate.py): the measurements the thesis left to the eye.
     config.eval = ml_collections.ConfigDict(
         {
             # Workdir of a trained classifier (configs/classifier_forearm.py): its penultimate

@@ -10,7 +10,7 @@
 Variants: cls=normal|abnormal|both, data=mura|phantom, runlocal. cls=both trains one model on
 every image of both classes: its translations cannot carry a per-class generator's signature,
 which a classifier trained on per-class translations can learn instead of the abnormality
-(`python -m xrayjax.demo --preset perclass` compares the two); labels are then kept only as
+(`python -m xrayjax.tools.demo --preset perclass` compares the two); labels are then kept only as
 far as the translation keeps the removed bone segment (GAN evaluation's label preservation
 measures it).
 data=mura reads `mura` (natural) and, as the synthetic domain, `phantom_forearm_clean` (point

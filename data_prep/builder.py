@@ -175,7 +175,8 @@ def build_dataset(
             "splits": {split: r.as_dict() for split, r in recorders.items()},
         }
         built = dataset_dir(staging, name)
-        (built / "prep_report.json").write_text(json.dumps(report, indent=1) + "\n")
+        text = json.dumps(report, indent=1, allow_nan=False)  # strict JSON: a NaN fails here
+        (built / "prep_report.json").write_text(text + "\n")
         if remote:
             _upload(built, final)
         else:

@@ -45,7 +45,7 @@ class PhantomSpec:
 
 
 def demo_preset(seed: int = 0) -> tuple[PhantomSpec, ...]:
-    """The demo's phantom world (`python -m xrayjax.demo`), every draw derived from `seed`.
+    """The demo's phantom world (`python -m xrayjax.tools.demo`), every draw derived from `seed`.
 
     As in the thesis, natural (radiograph-style) training images are scarce: 120 forearms
     against 1,400 clean renders, of which the ablation adds 300 (N) or 600 (2N) per class

@@ -70,13 +70,13 @@ bench="$out/benchmark.jsonl"
 : > "$bench"
 if [ "$backend" = cpu ]; then
   echo "no GPU or TPU backend: the full-size table is skipped; one runlocal-size step proves the path"
-  "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py:runlocal --steps=2 \
+  "$PYTHON" -m xrayjax.tools.benchmark --config=configs/cyclegan_forearm.py:runlocal --steps=2 \
     --global_batches=1 --dtypes=float32 2>>"$out/benchmark.err" | tee -a "$bench"
 else
   # One process for the whole table (imports and set-up once); a size that fails, out of memory
   # say, prints its error line and the sweep goes on. Compiled programs are cached on disk, so
   # a rerun after a timeout skips the compiles already done.
-  "$PYTHON" -m xrayjax.benchmark --config=configs/cyclegan_forearm.py --image_size=256 \
+  "$PYTHON" -m xrayjax.tools.benchmark --config=configs/cyclegan_forearm.py --image_size=256 \
     --global_batches="${BATCHES// /,}" --dtypes="${DTYPES// /,}" --steps="$STEPS" \
     2>>"$out/benchmark.err" | tee -a "$bench" \
     || echo '{"dtype": "-", "global_batch": "-", "error": "the benchmark process failed"}' >> "$bench"

@@ -26,10 +26,9 @@ from main_process import GAN, GAN_OVERRIDES, ROOT
 
 from configs import cyclegan_forearm
 from data_prep import builder, phantom, stage, storage
-from xrayjax import inference
+from xrayjax import evaluate, inference
 from xrayjax import logging as runlog
 from xrayjax.data import sources
-from xrayjax.trainers import gan_evaluate
 
 BUCKET = "xray-bucket"
 WORKDIR = f"gs://{BUCKET}/runs/cg"
@@ -164,7 +163,7 @@ def test_killed_run_resumes_from_the_bucket_and_ends_as_on_local_disk(
 def test_evaluate_and_translate_read_the_bucket(trained_in_bucket, tmp_path):
     config = cyclegan_forearm.get_config("cls=normal,data=phantom,runlocal")
     config.data_dir = DATA_DIR
-    report = gan_evaluate.evaluate(config, WORKDIR)
+    report = evaluate.evaluate(config, WORKDIR)
     assert report["step"] == 12
     remote = storage.as_path(WORKDIR)
     assert json.loads((remote / "eval.json").read_text()) == runlog.json_safe(report)

@@ -10,7 +10,7 @@ from xrayjax import parallel
 @pytest.mark.gpu
 def test_bfloat16_and_float32_steps_agree():
     from configs import cyclegan_forearm
-    from xrayjax.trainers import gan
+    from xrayjax import build
 
     rng = np.random.default_rng(0)
     rows = 2 * jax.device_count()  # divides over every accelerator of the machine
@@ -19,7 +19,7 @@ def test_bfloat16_and_float32_steps_agree():
     for dtype in ("float32", "bfloat16"):
         config = cyclegan_forearm.get_config("runlocal")
         config.dtype = dtype
-        engine = gan.build_engine(config, steps_per_epoch=10, total_steps=100)
+        engine = build.gan_engine(config, steps_per_epoch=10, total_steps=100)
         mesh = parallel.make_mesh()
         state = jax.jit(lambda k, e=engine: e.init(k, (64, 64, 1)))(jax.random.PRNGKey(0))
         step = parallel.jit_step(engine.train_step, mesh, parallel.replicate(mesh, state))

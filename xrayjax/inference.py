@@ -19,7 +19,6 @@ import collections
 import csv
 import dataclasses
 import io
-import os
 import pathlib
 from collections.abc import Callable, Iterator
 
@@ -29,27 +28,12 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep import builder, images, storage
-from xrayjax import checkpoint, parallel
+from xrayjax import build, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import pipelines, sources, transforms
 from xrayjax.evaluators import figures, geometry
-from xrayjax.trainers import gan as gan_trainer
 
 EQUATIONS = ("66", "67")
-
-
-def load_generators(config, workdir: str | os.PathLike):
-    """(engine, state, mesh): the GAN state of the workdir's latest checkpoint, replicated."""
-    ckpt = checkpoint.Checkpointer(workdir, every=1 << 30)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {ckpt.directory}: train this config in that workdir first"
-        )
-    engine = gan_trainer.build_engine(config, steps_per_epoch=1, total_steps=1)
-    mesh = parallel.make_mesh()
-    state = ckpt.restore_like(gan_trainer.init_fn(engine, config), parallel.replicated(mesh))
-    ckpt.close()
-    return engine, state, mesh
 
 
 def default_batch(config) -> int:
@@ -58,15 +42,8 @@ def default_batch(config) -> int:
     return -(-max(devices, config.global_batch) // devices) * devices
 
 
-def parse_source(source: str) -> tuple[str, str]:
-    """'dataset:split' → (dataset, split)."""
-    name, sep, split = source.partition(":")
-    if not sep or not name or not split:
-        raise ValueError(
-            f"--source {source!r}: expected DATASET:SPLIT (e.g. phantom_forearm_clean:train) "
-            "or an existing folder of images"
-        )
-    return name, split
+def _parse_source(source: str) -> tuple[str, str]:
+    return sources.parse_spec(source, "--source", " (or an existing folder of images)")
 
 
 def _check_domain(config, name: str) -> None:
@@ -161,7 +138,7 @@ def _write(name, data_dir, overwrite, batches, table, size, description, setting
 def _to_uint8(image: np.ndarray, binary: bool) -> np.ndarray:
     if binary:
         return (image > 0.5).astype(np.uint8)
-    return runlog.to_uint8(image)
+    return transforms.to_uint8(image)
 
 
 def _refuse_existing(name: str, data_dir, overwrite: bool) -> None:
@@ -195,7 +172,7 @@ def translate(
         raise ValueError("--from and --to name the same domain")
     data_dir = storage.as_path(data_dir or config.data_dir or sources.default_data_dir())
     _refuse_existing(output, data_dir, overwrite)
-    name, split = parse_source(source)
+    name, split = _parse_source(source)
     spec = config.domains[from_domain]
     # A per-class GAN translates only its class (thesis 3.2.2): the source domain's label filter.
     labels = list(spec.labels) or None
@@ -255,7 +232,7 @@ def segment(
         _check_domain(config, domain)
     data_dir = storage.as_path(data_dir or config.data_dir or sources.default_data_dir())
     _refuse_existing(output, data_dir, overwrite)
-    name, split = parse_source(source)
+    name, split = _parse_source(source)
     table = sources.open_table(name, split, config.data_dir or data_dir)
     if num:
         table = table.subset(np.arange(min(num, len(table))))
@@ -304,8 +281,8 @@ def _generate_dataset(
     Without `prediction`, the function's "image" is the written image; with it, the written
     image is the (preprocessed) input and the prediction is a second image feature.
     """
-    engine, state, mesh = load_generators(config, workdir)
-    preprocess = gan_trainer.domain_preprocess(config, spec, augment=False)
+    engine, state, mesh = build.load_generators(config, workdir)
+    preprocess = build.domain_preprocess(config, spec, augment=False)
     batch = global_batch or default_batch(config)
     batches = run_batches(table, preprocess, mesh, batch, make_fn(engine, state.gen_params))
     extra_images = ()
@@ -412,8 +389,8 @@ def _measuring_size(shape: tuple[int, int], spacing_mm: list[float] | None) -> t
 
 def _folder_run(config, workdir, found, spec, fit: str, make_fn, global_batch: int):
     """(FolderImage, outputs of one row) for every image, in order, on every process."""
-    engine, state, mesh = load_generators(config, workdir)
-    preprocess = gan_trainer.domain_preprocess(config, spec, augment=False)
+    engine, state, mesh = build.load_generators(config, workdir)
+    preprocess = build.domain_preprocess(config, spec, augment=False)
     batch = global_batch or default_batch(config)
     batches = run_batches(
         _FolderRecords(found, fit), preprocess, mesh, batch, make_fn(engine, state.gen_params)
@@ -537,7 +514,7 @@ def translate_folder(
     spec = config.domains[from_domain]
     rows = []
     for item, outputs in _folder_run(config, workdir, found, spec, fit, make_fn, global_batch):
-        square = runlog.to_uint8(outputs["image"][..., 0])
+        square = transforms.to_uint8(outputs["image"][..., 0])
         translated = to_original_size(square, item.gray.shape, fit, nearest=False)
         rows.append({"file": item.file, "output": f"translated/{item.output}", "reason": ""})
         runlog.save_png(out / "translated" / item.output, translated)

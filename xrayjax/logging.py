@@ -99,7 +99,8 @@ class MetricWriter:
         if not self.enabled:
             return
         values = {k: float(v) for k, v in metrics.items()}
-        line = json.dumps({"step": int(step), **values})
+        # Strict JSON: an undefined value (a test AUC over one class) is written as null.
+        line = json.dumps(json_safe({"step": int(step), **values}), allow_nan=False)
         self._lines.append(line)
         if self._remote:
             storage.write_text(self.path, "".join(x + "\n" for x in self._lines))
@@ -131,11 +132,12 @@ def _step_of(line: str) -> int | None:
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
-    """All records of a run's metrics.jsonl."""
+    """All records of a run's metrics.jsonl; values written as null (undefined) read as NaN."""
     path = storage.as_path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{k: math.nan if v is None else v for k, v in r.items()} for r in records]
 
 
 class Progress:
@@ -180,13 +182,6 @@ class Progress:
         """Finish the bar."""
         if self._bar is not None:
             self._bar.close()
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[−1, 1] float images → uint8."""
-    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(
-        np.uint8
-    )
 
 
 def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:

@@ -85,14 +85,14 @@ def run(config, workdir: str, mode: str, split: str | None = None) -> None:
             classifier.train(config, workdir)
     elif mode == "evaluate" and trainer == "gan":
         # Translation quality, eq. 66/67 segmentation, radial inclination → eval.json + figures.
-        from xrayjax.trainers import gan_evaluate
+        from xrayjax import evaluate
 
         if split:
             raise ValueError(
                 "--split is for classifiers; a GAN config names each domain's eval_split "
                 "(--config.domains.A.eval_split=...)"
             )
-        gan_evaluate.evaluate(config, workdir)
+        evaluate.evaluate(config, workdir)
     elif mode == "evaluate":
         raise ValueError(f"--mode evaluate is not available for config.trainer={trainer!r}")
     elif trainer == "gan":

@@ -146,19 +146,6 @@ def test_bad_masks_raise_with_a_reason():
         geometry.radial_inclination_deg(lying)
 
 
-def test_evaluate_on_phantoms_report():
-    report = geometry.evaluate_on_phantoms("wrist", num=8, seed=3, image_size=256)
-    assert report["body_part"] == "wrist" and report["num"] == 8
-    assert report["num_measured"] == 8 and report["num_failures"] == 0
-    assert len(report["errors_deg"]) == len(report["measured_deg"]) == 8
-    assert report["mae_deg"] == pytest.approx(np.abs(report["errors_deg"]).mean())
-    assert report["mae_deg"] <= 1.0
-    expected = [
-        render.render_phantom("wrist", "clean", 3, i, 256).radial_inclination_deg for i in range(8)
-    ]
-    np.testing.assert_allclose(report["true_deg"], expected)
-
-
 def test_inclination_errors_records_failures():
     good = render.render_phantom("forearm", "clean", 2, 0, 256)
     report = geometry.inclination_errors(

@@ -11,6 +11,8 @@ import tensorflow_datasets as tfds
 from main_process import CLASSIFIER, CLASSIFIER_OVERRIDES, CLASSIFIER_STEPS
 
 from configs import classifier_forearm
+from xrayjax import build
+from xrayjax.data import sources, training_set
 from xrayjax.trainers import classifier
 
 TOTAL = CLASSIFIER_STEPS
@@ -34,10 +36,10 @@ def _config(data_dir, per_class=4, **fields):
 
 
 def test_mixed_training_set_has_the_requested_class_counts(phantom_data_dir):
-    natural = classifier.labelled_table(
+    natural = sources.labelled_table(
         "phantom_forearm_radiograph:train", str(phantom_data_dir), "natural"
     )[1]
-    table, summary = classifier.training_set(_config(phantom_data_dir, per_class=5))
+    table, summary = training_set.training_set(_config(phantom_data_dir, per_class=5))
     labels = table.column("label")
     want = [int((natural == c).sum()) + 5 for c in (0, 1)]
     assert [int((labels == c).sum()) for c in (0, 1)] == want
@@ -50,17 +52,17 @@ def test_mixed_training_set_has_the_requested_class_counts(phantom_data_dir):
     drawn = table.rows[24:, 1]
     assert len(set(drawn.tolist())) == 10
     # Seeded: the same seed draws the same records, another seed others.
-    again, _ = classifier.training_set(_config(phantom_data_dir, per_class=5))
+    again, _ = training_set.training_set(_config(phantom_data_dir, per_class=5))
     np.testing.assert_array_equal(again.rows[24:, 1], drawn)
-    other, _ = classifier.training_set(_config(phantom_data_dir, per_class=5, seed=1))
+    other, _ = training_set.training_set(_config(phantom_data_dir, per_class=5, seed=1))
     assert set(other.rows[24:, 1].tolist()) != set(drawn.tolist())
-    none, summary0 = classifier.training_set(_config(phantom_data_dir, per_class=0))
+    none, summary0 = training_set.training_set(_config(phantom_data_dir, per_class=0))
     assert len(none) == 24 and summary0["total"]["images"] == 24
     # CLAHE on natural records only (source 0); synthetic ones take their own transform.
     config = _config(phantom_data_dir)
-    natural = classifier.preprocess(config, clahe=True, augment=True)
-    synthetic = classifier.preprocess(config, clahe=False, augment=True)
-    mixed = classifier.MixedPreprocess(natural, synthetic)
+    natural = build.classifier_preprocess(config, clahe=True, augment=True)
+    synthetic = build.classifier_preprocess(config, clahe=False, augment=True)
+    mixed = training_set.MixedPreprocess(natural, synthetic)
     for row, want in ((0, natural), (30, synthetic)):
         out = mixed(table[row], np.random.default_rng(row))
         expected = want(table[row], np.random.default_rng(row))
@@ -133,7 +135,7 @@ def test_sigkill_and_rerun_gives_the_same_run(classifier_reference, phantom_data
 
 def _bars(folder, count, rng):
     """normal/: a bright vertical bar on a noisy background; abnormal/: the bar cut by a gap."""
-    for label, name in enumerate(classifier.CLASS_NAMES):
+    for label, name in enumerate(training_set.CLASS_NAMES):
         (folder / name).mkdir(parents=True)
         for i in range(count):
             image = np.full((32, 32), 30.0)
@@ -195,29 +197,31 @@ def _unlabelled_dataset(data_dir, tmp_path):
 
 def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path):
     # Asking for more synthetic images than exist says how many there are, per dataset.
-    clean = classifier.labelled_table("phantom_forearm_clean:train", str(phantom_data_dir), "")[1]
+    clean = sources.labelled_table("phantom_forearm_clean:train", str(phantom_data_dir), "")[1]
     normal = int((clean == 0).sum())
     with pytest.raises(
         ValueError,
         match=rf"only {normal} normal \(label 0\) synthetic images exist "
         rf"\(phantom_forearm_clean:train: {normal}\)",
     ):
-        classifier.training_set(_config(phantom_data_dir, per_class=100))
+        training_set.training_set(_config(phantom_data_dir, per_class=100))
     unlabelled = _unlabelled_dataset(phantom_data_dir, tmp_path)
     with pytest.raises(
         ValueError, match="synthetic dataset unlabelled_renders:train has no labels"
     ):
-        classifier.training_set(_config(phantom_data_dir, **{"synthetic.datasets": (unlabelled,)}))
+        training_set.training_set(
+            _config(phantom_data_dir, **{"synthetic.datasets": (unlabelled,)})
+        )
     # Test data from a synthetic dataset (here another split of one) is refused.
     config = _config(phantom_data_dir, **{"natural.test": "phantom_forearm_clean:test"})
     with pytest.raises(ValueError, match="comes from a synthetic dataset"):
-        classifier.eval_table(config)
+        training_set.eval_table(config)
     # Wrists are never abnormal: a class is missing from the training set.
     config = _config(
         phantom_data_dir, per_class=0, **{"natural.train": "phantom_wrist_clean:train"}
     )
     with pytest.raises(ValueError, match="the training set has no abnormal images"):
-        classifier.training_set(config)
+        training_set.training_set(config)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         classifier.evaluate(_config(phantom_data_dir), tmp_path / "never_trained")
     assert not (tmp_path / "never_trained").exists()
@@ -239,7 +243,7 @@ def test_evaluate_reports_study_level_metrics_and_other_splits(
     workdir, _, _ = classifier_reference
     name = "phantom_studies"
     if not (phantom_data_dir / name).exists():
-        radiographs = classifier.labelled_table(
+        radiographs = sources.labelled_table(
             "phantom_forearm_radiograph:test", str(phantom_data_dir), "test"
         )[0]
 

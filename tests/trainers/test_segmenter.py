@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import segmenter_forearm
-from xrayjax import parallel
-from xrayjax.data import pipelines
+from xrayjax import build, parallel
+from xrayjax.data import pipelines, sources
 from xrayjax.evaluators import segmentation
 from xrayjax.trainers import segmenter
 
@@ -36,11 +36,13 @@ def test_it_learns_and_eval_json_is_what_the_loaded_segmenter_measures(trained):
     report = json.loads((workdir / "eval.json").read_text())
     assert report["step"] == 60 and report["num_images"] == 8 and len(report["dice"]) == 8
     assert report["dice_mean"] > 0.5  # all-background scores 0, all-bone about 0.1 here
-    loaded = segmenter.load(workdir, parallel.make_mesh())
+    loaded = build.load_segmenter(workdir, parallel.make_mesh())
     assert loaded.describe()["reference_dice"] == report["dice_mean"]
-    table = segmenter.masked_table(config.data.test, config.data_dir)
+    table = sources.masked_table(config.data.test, config.data_dir)
     batch = next(
-        pipelines.eval_iterator(table, segmenter.preprocess(config, augment=False), global_batch=8)
+        pipelines.eval_iterator(
+            table, build.segmenter_preprocess(config, augment=False), global_batch=8
+        )
     )
     bone = np.asarray(jax.jit(loaded.apply)(batch["image"]))
     dice = [
@@ -65,4 +67,4 @@ def test_a_dataset_without_masks_is_refused(trained, tmp_path):
     with pytest.raises(Exception, match="no split 'valid'"):
         segmenter.train(config, tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="train a segmenter"):
-        segmenter.load(tmp_path / "nothing", parallel.make_mesh())
+        build.load_segmenter(tmp_path / "nothing", parallel.make_mesh())

@@ -135,3 +135,45 @@ def concatenate(tables: Sequence[RecordTable]) -> RecordTable:
         sources.extend(table.sources)
         names.extend(table.names)
     return RecordTable(sources, names, np.concatenate(rows).astype(np.int64))
+
+
+def parse_spec(spec: str, role: str = "dataset", other: str = "") -> tuple[str, str]:
+    """'name:split' → (name, split); ValueError naming `role` (and `other` accepted forms)."""
+    name, sep, split = spec.partition(":")
+    if not sep or not name or not split:
+        raise ValueError(f"{role} {spec!r}: write it as DATASET:SPLIT, e.g. mura:valid{other}")
+    return name, split
+
+
+def labelled_table(spec: str, data_dir, role: str) -> tuple[RecordTable, np.ndarray]:
+    """A split's records and their labels; ValueError unless every label is 0 or 1."""
+    name, split = parse_spec(spec, role)
+    table = open_table(name, split, data_dir)
+    if "label" not in table.sources[0].dataset_info.features:
+        raise ValueError(f"{role} {spec} has no labels; the classifier needs labels 0/1")
+    labels = table.column("label").astype(np.int64)
+    if not np.isin(labels, (0, 1)).any():
+        raise ValueError(
+            f"{role} {spec} has no labels: none of its {len(labels)} records is labelled 0 "
+            "(normal) or 1 (abnormal) (an image_folder dataset without normal/ and abnormal/ "
+            "folders carries label -1)"
+        )
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"{role} {spec}: {int((~np.isin(labels, (0, 1))).sum())} unlabelled records"
+        )
+    return table, labels
+
+
+def masked_table(spec: str, data_dir) -> RecordTable:
+    """A split's records that carry a bone mask; ValueError when it has none."""
+    name, split = parse_spec(spec)
+    table = open_table(name, split, data_dir)
+    features = table.sources[0].dataset_info.features
+    if "mask" not in features:
+        raise ValueError(f"{spec} has no 'mask' feature: a segmenter needs exact bone masks")
+    if "has_mask" in features:
+        table = table.subset(table.column("has_mask").astype(bool))
+        if len(table) == 0:
+            raise ValueError(f"{spec}: none of its records has a mask")
+    return table

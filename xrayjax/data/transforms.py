@@ -62,6 +62,13 @@ def to_float(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0))[:, :, None]
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """float images in [−1, 1] (any shape) → uint8, rounded and clipped: to_float's inverse."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(
+        np.uint8
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
     """Decode and (optionally) augment one record into the model's input.

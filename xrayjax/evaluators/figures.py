@@ -7,6 +7,7 @@
 - radial_inclination_overlay: one image with the radius axis, its perpendicular, the styloid
   tip, the ulnar corner and the angle.
 - mask_overlay: one image with a predicted mask's outline and, when measured, the radius.
+- convergence_chart: train and test accuracy per epoch, from metrics.jsonl (figs. 36-38).
 
 Images are uint8 or float in [−1, 1], (H, W) or (H, W, 1). Masks are binary, of any dtype, with
 nonzero = bone (threshold generator outputs with segmentation.binarize first).
@@ -24,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from xrayjax.data import transforms
 from xrayjax.evaluators import segmentation
 from xrayjax.evaluators.geometry import RadiusMeasurement
 
@@ -51,7 +53,7 @@ def _gray(image: Any) -> np.ndarray:
         return array.astype(np.uint8) * 255
     if array.dtype == np.uint8:
         return array.copy()
-    return np.clip(np.round((array.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return transforms.to_uint8(array)
 
 
 def tile_scale(height: int, width: int) -> int:
@@ -350,3 +352,40 @@ def mask_overlay(
         _draw_measurement(canvas, measurement, scale, (0.0, 0.0))
     _text(canvas, caption, (8, 21), 0.55)
     return canvas
+
+
+def convergence_chart(records: list[dict], size: tuple[int, int] = (640, 400)) -> np.ndarray:
+    """Train and test accuracy per epoch as a line chart (uint8 BGR image), from metrics.jsonl."""
+    epochs = [r for r in records if "epoch" in r]
+    width, height = size
+    left, right, top, bottom = 60, 20, 30, 45
+    image = np.full((height, width, 3), 255, np.uint8)
+    x_max = max([r["epoch"] for r in epochs] + [1])
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+
+    def to_px(epoch: float, acc: float) -> tuple[int, int]:
+        x = left + (epoch / x_max) * (width - left - right)
+        y = height - bottom - acc * (height - top - bottom)
+        return round(x), round(y)
+
+    for tick in np.linspace(0.0, 1.0, 6):
+        y = to_px(0, tick)[1]
+        cv2.line(image, (left, y), (width - right, y), (225, 225, 225), 1)
+        cv2.putText(image, f"{tick:.1f}", (left - 35, y + 4), font, 0.4, black, 1, cv2.LINE_AA)
+    for tick in np.unique(np.linspace(0, x_max, 6).round().astype(int)):
+        x = to_px(tick, 0)[0]
+        cv2.putText(image, str(tick), (x - 6, height - bottom + 16), font, 0.4, black, 1)
+    cv2.rectangle(image, (left, top), (width - right, height - bottom), black, 1)
+    cv2.putText(image, "epoch", (width // 2 - 20, height - 8), font, 0.45, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "accuracy", (5, 18), font, 0.45, black, 1, cv2.LINE_AA)
+    series = (("train/accuracy", (200, 100, 0), "train"), ("test/accuracy", (0, 0, 210), "test"))
+    for k, (key, colour, label) in enumerate(series):
+        points = [to_px(r["epoch"], r[key]) for r in epochs if math.isfinite(r.get(key, math.nan))]
+        if len(points) > 1:
+            cv2.polylines(image, [np.asarray(points, np.int32)], False, colour, 2, cv2.LINE_AA)
+        for point in points if len(points) <= 60 else []:
+            cv2.circle(image, point, 3, colour, -1, cv2.LINE_AA)
+        y = top + 18 + 18 * k
+        cv2.line(image, (width - right - 90, y - 4), (width - right - 65, y - 4), colour, 2)
+        cv2.putText(image, label, (width - right - 58, y), font, 0.45, black, 1, cv2.LINE_AA)
+    return image

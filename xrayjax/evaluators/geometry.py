@@ -571,23 +571,3 @@ def inclination_errors(masks: Sequence[Any], true_deg: Sequence[float]) -> dict[
         "num_failures": len(failures),
         "failures": failures,
     }
-
-
-def evaluate_on_phantoms(
-    body_part: str, num: int, seed: int = 0, image_size: int = 256
-) -> dict[str, Any]:
-    """inclination_errors on the exact bone masks of `num` rendered phantoms (indices 0..num−1).
-
-    Phantoms are drawn as the renderer draws them: inclinations 15-30°, rotations within ±20°,
-    mirrored half the time, forearms abnormal (a removed bone segment) half the time. The result
-    also names body_part, seed, image_size and num.
-    """
-    from data_prep import render  # the phantom renderer is only needed here
-
-    masks, truth = [], []
-    for index in range(num):
-        phantom = render.render_phantom(body_part, "clean", seed, index, image_size)
-        masks.append(phantom.mask)
-        truth.append(phantom.radial_inclination_deg)
-    report = inclination_errors(masks, truth)
-    return {"body_part": body_part, "seed": seed, "image_size": image_size, "num": num} | report

@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from xrayjax.data import transforms
 from xrayjax.evaluators import classification, segmentation
 
 KID_SUBSET_SIZE = 1000  # Bińkowski et al.'s default
@@ -181,7 +182,7 @@ def label_preservation(probabilities: Any, source_labels: Any, **report_kwargs: 
 def _to_uint8(image: np.ndarray, data_range: float) -> np.ndarray:
     if data_range == 255.0:
         return np.clip(np.round(image), 0, 255).astype(np.uint8)
-    return np.clip(np.round((image + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return transforms.to_uint8(image)
 
 
 def anatomy_preservation_dice(

@@ -24,7 +24,7 @@ Weight gradient of every conv (`weight_grad`):
   "matmul"     a custom VJP: the input gradient stays XLA's, the weight gradient is kh·kw
                matmuls (input pixels under each kernel tap)ᵀ · (output gradient).
 The non-plain forms differ from the plain ones only in float summation order (~1e-7 relative).
-Timings: `python -m xrayjax.models.profile_layers`.
+Timings: `python -m xrayjax.tools.profile_layers`.
 """
 
 from __future__ import annotations

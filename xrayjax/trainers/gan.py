@@ -7,32 +7,19 @@ an uninterrupted one.
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
 
 from data_prep import storage
-from xrayjax import checkpoint, optim, parallel
+from xrayjax import build, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import pipelines, sources, transforms
-from xrayjax.models import PatchDiscriminator, ResnetGenerator
-from xrayjax.train.gan import GanEngine, GanState
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(config: ml_collections.ConfigDict):
-    """The configured compute dtype, with a clear error for a typo."""
-    if config.dtype not in DTYPES:
-        raise ValueError(f"config.dtype={config.dtype!r}; allowed: {', '.join(DTYPES)}")
-    return DTYPES[config.dtype]
+from xrayjax.steps.gan import GanEngine, GanState
 
 
 def domain_tables(config: ml_collections.ConfigDict) -> dict[str, sources.RecordTable]:
@@ -46,78 +33,12 @@ def domain_tables(config: ml_collections.ConfigDict) -> dict[str, sources.Record
     return tables
 
 
-def domain_preprocess(config, spec, augment: bool = True) -> transforms.Preprocess:
-    """The per-record transform of one domain (GANs: crop and flip, no rotation)."""
-    return transforms.Preprocess(
-        image_size=config.image_size,
-        load_size=config.load_size,
-        image_key=spec.image_key,
-        use_clahe=spec.clahe,
-        augment=augment,
-        keep=(),
-    )
-
-
 def schedule_lengths(config, tables) -> tuple[int, int]:
     """(steps per epoch, total steps): an epoch passes the largest domain once."""
     largest = max(len(t) for t in tables.values())
     per_epoch = config.steps_per_epoch or max(1, math.ceil(largest / config.global_batch))
     total = config.total_steps or config.num_epochs * per_epoch
     return per_epoch, total
-
-
-def build_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:
-    """Networks, optimizers and loss weights from the config."""
-    dtype = compute_dtype(config)
-    constant = config.optim.constant_epochs * steps_per_epoch
-    every = config.disc_every
-    gen_sched = optim.constant_then_linear_decay(config.optim.gen.lr, constant, total_steps)
-    # The discriminators update once per `every` steps; their schedule counts their updates.
-    disc_sched = optim.constant_then_linear_decay(
-        config.optim.disc.lr, constant // every, max(1, total_steps // every)
-    )
-    return GanEngine(
-        domains=tuple(config.domains.keys()),
-        generator=ResnetGenerator(
-            features=config.model.features,
-            num_blocks=config.model.num_blocks,
-            dropout_rate=config.model.dropout_rate,
-            upsample=config.model.upsample,
-            dtype=dtype,
-        ),
-        discriminator=PatchDiscriminator(
-            features=config.model.disc_features, n_layers=config.model.disc_layers, dtype=dtype
-        ),
-        gen_tx=optim.adam(gen_sched, config.optim.gen.b1, config.optim.gen.b2),
-        disc_tx=optim.adam(disc_sched, config.optim.disc.b1, config.optim.disc.b2),
-        cycle_weight=config.loss.cycle_weight,
-        identity_weight=config.loss.identity_weight,
-        pool_size=config.pool_size,
-        disc_every=every,
-    )
-
-
-def write_config(config, workdir: epath.Path) -> None:
-    """config.json, written once (process 0)."""
-    path = workdir / "config.json"
-    if jax.process_index() == 0 and not path.exists():
-        storage.write_text(path, json.dumps(config.to_dict(), indent=1, default=str) + "\n")
-
-
-def resume_or_start(config, workdir: epath.Path, init, mesh, data_it):
-    """(checkpointer, state, start step): the latest checkpoint's state with the data position
-    restored, else `init(PRNGKey(config.seed))`; config.json written on the first start."""
-    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every, config.keep_checkpoints)
-    state = ckpt.restore_or_init(
-        init, jax.random.PRNGKey(config.seed), parallel.replicated(mesh), data_it
-    )
-    write_config(config, workdir)
-    return ckpt, state, int(jax.device_get(state.step))
-
-
-def init_fn(engine: GanEngine, config):
-    """rng → a fresh state for the configured image size."""
-    return functools.partial(engine.init, image_shape=(config.image_size, config.image_size, 1))
 
 
 class SampleWriter:
@@ -129,7 +50,7 @@ class SampleWriter:
         # Fixed images (the first of each domain, unaugmented), the same on every process.
         self.images = {}
         for name, spec in config.domains.items():
-            pre = domain_preprocess(config, spec, augment=False)
+            pre = build.domain_preprocess(config, spec, augment=False)
             table = tables[name]
             self.images[name] = np.stack(
                 [pre(table[i])["image"] for i in range(min(n, len(table)))]
@@ -156,7 +77,7 @@ class SampleWriter:
         results = parallel.fetch(self._fn(state.gen_params, self.images))
         rows = []
         for pair in self.engine.pairs:
-            source, fake, back = (runlog.to_uint8(x) for x in results[pair])
+            source, fake, back = (transforms.to_uint8(x) for x in results[pair])
             rows += [[s, f, b] for s, f, b in zip(source, fake, back, strict=True)]
         runlog.save_png(self.dir / f"step_{step:08d}.png", runlog.image_grid(rows))
 
@@ -168,17 +89,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> GanS
     parallel.check_global_batch(config.global_batch, mesh)
     tables = domain_tables(config)
     steps_per_epoch, total_steps = schedule_lengths(config, tables)
-    engine = build_engine(config, steps_per_epoch, total_steps)
+    engine = build.gan_engine(config, steps_per_epoch, total_steps)
     data_it = pipelines.unpaired_iterator(
         {
-            name: (tables[name], domain_preprocess(config, spec))
+            name: (tables[name], build.domain_preprocess(config, spec))
             for name, spec in config.domains.items()
         },
         global_batch=config.global_batch,
         seed=config.seed,
         workers=config.workers,
     )
-    ckpt, state, start = resume_or_start(config, workdir, init_fn(engine, config), mesh, data_it)
+    init = build.gan_init(engine, config)
+    ckpt, state, start = build.resume_or_start(config, workdir, init, mesh, data_it)
     writer = runlog.MetricWriter(workdir, resume_step=start)
     if jax.process_index() == 0:
         sizes = ", ".join(f"{n}: {len(t)} images" for n, t in tables.items())

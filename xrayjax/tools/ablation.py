@@ -1,6 +1,6 @@
 """The synthetic-augmentation ablation (thesis 4.2, Table 2) with repeats and error bars.
 
-    python -m xrayjax.ablation --config configs/classifier_forearm.py \
+    python -m xrayjax.tools.ablation --config configs/classifier_forearm.py \
         --synthetic 0,5000,10000 --seeds 5 --workdir runs/ablation [--config.field=value ...]
 
 Trains every (setting, seed) pair in `workdir/syn{N}_seed{S}`, one after another in this
@@ -120,6 +120,7 @@ def run_all(
     workdir: str | pathlib.Path,
 ) -> dict[str, list[tuple[int, dict]]]:
     """Train (or skip, or resume) every run; {arm name: [(seed, eval report), ...]}."""
+    from xrayjax.data.training_set import training_set
     from xrayjax.trainers import classifier
 
     workdir = pathlib.Path(workdir)
@@ -128,7 +129,7 @@ def run_all(
     if len({arm.name for arm in arms}) != len(arms):
         raise ValueError(f"arm names repeat: {[arm.name for arm in arms]}")
     for arm in arms:  # a setting that cannot be drawn fails before anything trains
-        classifier.training_set(run_config(config, arm, 0))
+        training_set(run_config(config, arm, 0))
     pairs = [(arm, s) for arm in arms for s in range(num_seeds)]
     results: dict[str, list[tuple[int, dict]]] = {arm.name: [] for arm in arms}
     for i, (arm, seed) in enumerate(pairs, 1):

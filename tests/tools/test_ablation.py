@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from configs import classifier_forearm
-from xrayjax import ablation
 from xrayjax.evaluators import classification
+from xrayjax.tools import ablation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "configs/classifier_forearm.py:data=phantom,runlocal"
 # 2 steps per epoch, 2 epochs: 4 steps per run.
 FIELDS = {"steps_per_epoch": 2, "num_epochs": 2, "checkpoint_every": 2, "log_every": 2}
@@ -114,7 +114,7 @@ def test_two_settings_two_seeds_then_resume_without_retraining(phantom_data_dir,
         [
             sys.executable,
             "-m",
-            "xrayjax.ablation",
+            "xrayjax.tools.ablation",
             f"--config={CONFIG}",
             f"--workdir={workdir}",
             "--synthetic=0,4",

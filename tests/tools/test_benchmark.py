@@ -12,7 +12,7 @@ CLASSIFIER = "configs/classifier_forearm.py:runlocal"
 
 def _benchmark(*flags):
     return subprocess.run(
-        [sys.executable, "-m", "xrayjax.benchmark", f"--config={CLASSIFIER}", *flags],
+        [sys.executable, "-m", "xrayjax.tools.benchmark", f"--config={CLASSIFIER}", *flags],
         cwd=ROOT,
         env=device_env(4),
         capture_output=True,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xrayjax import optim, parallel
-from xrayjax.train.gan import GanEngine
+from xrayjax.steps.gan import GanEngine
 
 
 class TinyGenerator(nn.Module):
@@ -132,11 +132,11 @@ def test_gradients_reach_every_generator():
 def test_thesis_networks_one_and_four_devices_agree(phantom_data_dir):
     """The real (tiny) generator and discriminator, as the runlocal config builds them."""
     from configs import cyclegan_forearm
-    from xrayjax.trainers import gan as gan_trainer
+    from xrayjax import build
 
     config = cyclegan_forearm.get_config("data=phantom,runlocal")
     config.image_size = 32
-    engine = gan_trainer.build_engine(config, steps_per_epoch=2, total_steps=10)
+    engine = build.gan_engine(config, steps_per_epoch=2, total_steps=10)
     rng = np.random.default_rng(1)
     batches = [
         {d: {"image": rng.uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)} for d in "AB"}

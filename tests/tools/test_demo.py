@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from xrayjax import demo, report
+from xrayjax.tools import demo, report
 
 
 def _stage(name, log, fail=False):
@@ -187,7 +187,7 @@ def _documented_keys() -> dict[str, list[str]]:
     import pathlib
     import re
 
-    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    text = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
     table = text.split("### summary.json", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in table.splitlines():
@@ -216,7 +216,7 @@ def test_summary_of_a_real_demo_run_has_every_documented_key(tmp_path):
     import pathlib
     import shutil
 
-    shutil.copytree(pathlib.Path(__file__).parent / "fixtures" / "demo_run", tmp_path / "run")
+    shutil.copytree(pathlib.Path(__file__).parents[1] / "fixtures" / "demo_run", tmp_path / "run")
     text = report.write_demo_report(tmp_path / "run").read_text()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     documented = _documented_keys()

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from configs import classifier_forearm
+from xrayjax import evaluate
 from xrayjax.evaluators import geometry
-from xrayjax.trainers import classifier, gan_evaluate
+from xrayjax.trainers import classifier
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = {"AB", "AC", "BA", "BC", "CA", "CB"}
 NUM_A = 12  # phantom_forearm_radiograph test split in the fixture
 
@@ -33,7 +34,7 @@ def trained(tiny_gan):
 @pytest.fixture(scope="module")
 def evaluated(trained):
     config, workdir = trained
-    report = gan_evaluate.evaluate(config, workdir)
+    report = evaluate.evaluate(config, workdir)
     return report, (workdir / "eval.json").read_text(), workdir
 
 
@@ -131,7 +132,7 @@ def test_with_a_trained_classifier_kid_and_label_preservation(trained, phantom_d
     config = copy.deepcopy(config)
     config.eval.classifier_workdir = str(tmp_path / "cls")
     config.eval.max_images = 8
-    report = gan_evaluate.evaluate(config, workdir)
+    report = evaluate.evaluate(config, workdir)
     features = report["features"]["A"]
     assert report["features"]["B"] == features  # one default classifier for both X-ray domains
     assert "penultimate" in features["network"] and features["classifier_step"] == 2
@@ -176,10 +177,10 @@ def test_radial_inclination_section_at_256_px():
     phantoms = [render.render_phantom("forearm", "clean", 0, i, 256) for i in range(6)]
     masks = [p.mask.astype(np.uint8) for p in phantoms]
     angles = np.array([p.radial_inclination_deg for p in phantoms])
-    domain = gan_evaluate._Domain("A", None, "toy:test", None, None, masks, angles)
+    domain = evaluate._Domain("A", None, "toy:test", None, None, masks, angles)
     acc = {"index": list(range(6)), "eq66": masks, "eq67": [np.zeros_like(m) for m in masks]}
-    assert gan_evaluate.measurable(masks[0], 0.5).shape == (256, 256)  # measured as they are
-    section = gan_evaluate._radial_inclination(domain, acc)
+    assert evaluate.measurable(masks[0], 0.5).shape == (256, 256)  # measured as they are
+    section = evaluate._radial_inclination(domain, acc)
     assert section["ground_truth_masks"] == geometry.inclination_errors(masks, angles)
     truth, filtered = section["ground_truth_masks"], section["eq66"]
     assert truth["num_measured"] >= 5 and filtered["indices"] == truth["indices"]
@@ -190,7 +191,7 @@ def test_radial_inclination_section_at_256_px():
     assert all("empty" in f["reason"] for f in section["eq67"]["failures"])
     # Without a true angle, the ground-truth mask's own measurement is the reference.
     domain.inclination = None
-    section = gan_evaluate._radial_inclination(domain, acc)
+    section = evaluate._radial_inclination(domain, acc)
     assert "measured on the ground-truth masks" in section["truth"]
     assert "ground_truth_masks" not in section
     assert section["num_images"] == truth["num_measured"]
@@ -215,7 +216,7 @@ def test_small_masks_are_measured_upsampled():
     errors = []
     for index in range(6):
         p = render.render_phantom("forearm", "clean", 5, index, 64)
-        mask = gan_evaluate.measurable(p.mask, 0.5)
+        mask = evaluate.measurable(p.mask, 0.5)
         assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 1}
         errors.append(geometry.radial_inclination_deg(mask) - p.radial_inclination_deg)
     assert np.median(np.abs(errors)) < 6.0

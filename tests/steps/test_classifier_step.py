@@ -7,7 +7,7 @@ import pytest
 
 from xrayjax import losses, optim, parallel
 from xrayjax.models.classifier import ResNetClassifier
-from xrayjax.train.classifier import ClassifierEngine
+from xrayjax.steps.classifier import ClassifierEngine
 
 SIZE = 32
 

@@ -14,8 +14,9 @@ import os
 import pathlib
 from typing import Any
 
+from data_prep import storage
 from xrayjax import logging as runlog
-from xrayjax.ablation import THESIS_TABLE2
+from xrayjax.tools.ablation import THESIS_TABLE2
 
 # Published reference for automated radial inclination (DATA_NOTES; 100 radiographs, 2 sites):
 # landmark deep learning + geometry, "Automatic Assessment of Radiological Parameters of the
@@ -687,8 +688,6 @@ def write_demo_report(workdir: str | pathlib.Path) -> pathlib.Path:
         _timing_section(summary),
     ]
     path = workdir / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(sections))
-    tmp.replace(path)
+    storage.write_text(path, "\n".join(sections))
     print(f"report written to {path} (numbers in {workdir / 'summary.json'})")
     return path

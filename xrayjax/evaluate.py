@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -45,13 +44,10 @@ import numpy as np
 from etils import epath
 
 from data_prep import storage
-from xrayjax import checkpoint, inference, parallel
+from xrayjax import build, inference, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import sources, transforms
 from xrayjax.evaluators import figures, geometry, segmentation, translation
-from xrayjax.trainers import classifier as classifier_trainer
-from xrayjax.trainers import gan as gan_trainer
-from xrayjax.trainers import segmenter as segmenter_trainer
 
 FIGURE_IMAGES = 8  # rows per figure
 MEDIAN_FILTER = 3  # px: predicted masks are median-filtered before measuring their geometry
@@ -119,85 +115,18 @@ def _open_domain(config, name: str, max_images: int) -> _Domain:
     )
 
 
-@dataclasses.dataclass
-class _Classifier:
-    """A trained classifier restored from its workdir: features and P(abnormal) of images."""
-
-    config: ml_collections.ConfigDict
-    engine: Any
-    state: Any
-    step: int
-    workdir: epath.Path
-
-    def apply(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(B, S, S, 1) in [−1, 1] → penultimate features (B, D), P(abnormal) (B,)."""
-        size = self.config.image_size
-        if images.shape[1:3] != (size, size):
-            images = jax.image.resize(images, (images.shape[0], size, size, 1), "linear")
-        variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
-        logits, features = self.engine.model.apply(
-            variables, images, train=False, return_features=True
-        )
-        return features, jax.nn.softmax(logits, axis=-1)[:, 1]
-
-    def describe(self) -> dict:
-        """Which network gave the features (eval.json's `features`)."""
-        model = self.config.model
-        feature_dim = model.width * 2 ** (model.num_modules - 1)  # the last module's channels
-        return {
-            "network": (
-                f"ResNetClassifier penultimate layer (global average pool, {feature_dim} "
-                f"features) of the classifier in {self.workdir} at step {self.step}"
-            ),
-            "classifier_workdir": str(self.workdir),
-            "classifier_step": self.step,
-            "trained_on": self.config.natural.train,
-            "input_size": self.config.image_size,
-            "feature_dim": feature_dim,
-        }
-
-
-def load_classifier(workdir: str | os.PathLike, mesh) -> _Classifier:
-    """The classifier in `workdir` (its config.json and latest checkpoint), replicated on mesh."""
-    workdir = storage.as_path(workdir)
-    path = workdir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"classifier workdir {workdir}: no config.json there; train a classifier in it "
-            "first (configs/classifier_forearm.py)"
-        )
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
-    if config.get("trainer") != "classifier":
-        raise ValueError(
-            f"classifier workdir {workdir} holds a {config.get('trainer')!r} run, not a classifier"
-        )
-    if not (workdir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"classifier workdir {workdir}: no checkpoints folder")
-    ckpt = checkpoint.Checkpointer(workdir, every=1 << 30)
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"classifier workdir {workdir}: no checkpoint")
-        engine = classifier_trainer.build_engine(config, steps_per_epoch=1)
-        init = classifier_trainer.init_fn(engine, config)
-        state = ckpt.restore_like(init, parallel.replicated(mesh))
-    finally:
-        ckpt.close()
-    return _Classifier(config, engine, state, int(step), workdir)
-
-
-def _load_classifiers(config, settings, mesh) -> dict[str, _Classifier]:
+def _load_classifiers(config, settings, mesh) -> dict[str, build.Classifier]:
     """Each X-ray domain's classifier (its own, else the default one), each workdir loaded once."""
     default = settings.get("classifier_workdir", "")
     per_domain = settings.get("classifiers", ml_collections.ConfigDict())
-    loaded: dict[str, _Classifier] = {}
+    loaded: dict[str, build.Classifier] = {}
     out = {}
     for name, spec in config.domains.items():
         workdir = per_domain.get(name, "") or default
         if spec.image_key == "mask" or not workdir:
             continue
         if workdir not in loaded:
-            loaded[workdir] = load_classifier(workdir, mesh)
+            loaded[workdir] = build.load_classifier(workdir, mesh)
         out[name] = loaded[workdir]
     return out
 
@@ -210,8 +139,8 @@ def _is_three_domain(config) -> bool:
 class _Tools:
     """The measuring instruments of one evaluation: classifiers per domain, the segmenter."""
 
-    classifiers: dict[str, _Classifier]
-    segmenter: segmenter_trainer.Segmenter | None
+    classifiers: dict[str, build.Classifier]
+    segmenter: build.Segmenter | None
     segmenter_domain: str
     threshold: float
 
@@ -266,7 +195,7 @@ def _domain_pass(engine, gen_params, mesh, batch_size, config, domains, name, to
             out["eq67"] = engine.translate(gen_params, "CB", x)
         return out
 
-    preprocess = gan_trainer.domain_preprocess(config, domain.spec, augment=False)
+    preprocess = build.domain_preprocess(config, domain.spec, augment=False)
     acc: dict[str, list] = collections.defaultdict(list)
     for batch in inference.run_batches(domain.table, preprocess, mesh, batch_size, fn):
         x, out, indices = batch.inputs, batch.outputs, batch.indices
@@ -605,7 +534,7 @@ def _tools(config, settings, threshold: float, mesh) -> _Tools:
             f"config.eval.segmenter_domain={domain!r} is not a domain of this config "
             f"({', '.join(config.domains.keys())})"
         )
-    segmenter = segmenter_trainer.load(segmenter_dir, mesh) if segmenter_dir else None
+    segmenter = build.load_segmenter(segmenter_dir, mesh) if segmenter_dir else None
     return _Tools(classifiers, segmenter, domain, threshold)
 
 
@@ -633,7 +562,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     domains = {name: _open_domain(config, name, max_images) for name in config.domains.keys()}
     # The instruments first: a wrong workdir fails before the GAN is loaded.
     tools = _tools(config, settings, threshold, parallel.make_mesh())
-    engine, state, mesh = inference.load_generators(config, workdir)
+    engine, state, mesh = build.load_generators(config, workdir)
     gen_params, step = state.gen_params, int(jax.device_get(state.step))
     batch_size = inference.default_batch(config)
     three = _is_three_domain(config)

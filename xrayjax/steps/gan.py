@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from xrayjax import losses, optim
-from xrayjax.train.image_pool import PoolState, init_pool, query_pool
+from xrayjax.steps.image_pool import PoolState, init_pool, query_pool
 
 
 @flax.struct.dataclass

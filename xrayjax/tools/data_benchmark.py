@@ -1,7 +1,7 @@
 """Input-pipeline throughput: decode + CLAHE + resize + crop + flip, images/s per worker count.
 
     python -m data_prep.phantom --preset configs         # once, to have a dataset to read
-    python -m xrayjax.data.benchmark --workers 0,2 [--dataset phantom_forearm_radiograph]
+    python -m xrayjax.tools.data_benchmark --workers 0,2 [--dataset phantom_forearm_radiograph]
 
 Prints one JSON line per worker count.
 """
@@ -38,7 +38,9 @@ def measure(table, preprocess, workers: int, batch: int, batches: int, seed: int
 
 def main() -> None:
     """Run the benchmark for each worker count given."""
-    parser = argparse.ArgumentParser(prog="python -m xrayjax.data.benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m xrayjax.tools.data_benchmark", description=__doc__
+    )
     parser.add_argument("--dataset", default="phantom_forearm_radiograph")
     parser.add_argument("--split", default="train")
     parser.add_argument("--data-dir", default=None)

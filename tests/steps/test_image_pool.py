@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xrayjax.train.image_pool import init_pool, query_pool
+from xrayjax.steps.image_pool import init_pool, query_pool
 
 
 def _images(values):

@@ -1,6 +1,6 @@
 """The whole thesis pipeline on a phantom world with the thesis's conditions: `make demo`.
 
-    python -m xrayjax.demo --workdir runs/demo [--seed S] [--preset demo|perclass|study]
+    python -m xrayjax.tools.demo --workdir runs/demo [--seed S] [--preset demo|perclass|study]
         [--only STAGES]
 
 Stages (each skipped when its outputs are complete, so a rerun after an interruption
@@ -31,7 +31,8 @@ from typing import Any
 
 from absl import flags
 
-from xrayjax import ablation as ablation_lib
+from data_prep import storage
+from xrayjax.tools import ablation as ablation_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,11 +455,11 @@ def _evaluated_runs(workdir: pathlib.Path) -> list[tuple[str, Any]]:
 
 
 def _evaluate(workdir: pathlib.Path) -> None:
-    from xrayjax.trainers import gan_evaluate
+    from xrayjax import evaluate
 
     for run, config in _evaluated_runs(workdir):
         if not (workdir / run / "eval.json").exists():
-            gan_evaluate.evaluate(config, workdir / run)
+            evaluate.evaluate(config, workdir / run)
 
 
 def _evaluated(workdir: pathlib.Path) -> bool:
@@ -467,12 +468,13 @@ def _evaluated(workdir: pathlib.Path) -> bool:
 
 def _geometry(workdir: pathlib.Path) -> None:
     from xrayjax import logging as runlog
-    from xrayjax.evaluators import figures, geometry
+    from xrayjax.evaluators import figures
+    from xrayjax.tools import phantoms
 
     out = workdir / "geometry"
     results = {}
     for part in ("forearm", "wrist"):
-        r = geometry.evaluate_on_phantoms(part, num=200, seed=_seed(workdir, 7), image_size=256)
+        r = phantoms.evaluate_on_phantoms(part, num=200, seed=_seed(workdir, 7), image_size=256)
         results[part] = {k: v for k, v in r.items() if not isinstance(v, list)}
         errors = [e for e in r["errors_deg"] if e is not None]
         runlog.save_png(out / f"errors_{part}.png", figures.error_histogram(errors))
@@ -480,7 +482,7 @@ def _geometry(workdir: pathlib.Path) -> None:
 
 
 def _report(workdir: pathlib.Path) -> None:
-    from xrayjax import report
+    from xrayjax.tools import report
 
     report.write_demo_report(workdir)
 
@@ -564,7 +566,7 @@ def start(workdir: pathlib.Path, preset: str = "demo", seed: int = 0) -> None:
             )
         return
     workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"preset": preset, "seed": seed}) + "\n")
+    storage.write_text(path, json.dumps({"preset": preset, "seed": seed}) + "\n")
 
 
 def _record_time(workdir: pathlib.Path, name: str, seconds: float) -> dict[str, float]:
@@ -576,9 +578,7 @@ def _record_time(workdir: pathlib.Path, name: str, seconds: float) -> dict[str, 
         fcntl.flock(lock, fcntl.LOCK_EX)
         times = json.loads(path.read_text()) if path.exists() else {}
         times[name] = round(seconds, 1)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(times, indent=1) + "\n")
-        tmp.replace(path)
+        storage.write_text(path, json.dumps(times, indent=1) + "\n")
     return times
 
 
@@ -596,7 +596,7 @@ def _launch(workdir: pathlib.Path, stage: Stage, preset: str, seed: int):
 
     log = workdir / "logs" / f"{stage.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "xrayjax.demo", "--workdir", str(workdir)]
+    command = [sys.executable, "-m", "xrayjax.tools.demo", "--workdir", str(workdir)]
     command += ["--only", stage.name, "--preset", preset, "--seed", str(seed)]
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -662,7 +662,7 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     """Command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m xrayjax.demo",
+        prog="python -m xrayjax.tools.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

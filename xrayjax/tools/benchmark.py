@@ -1,9 +1,9 @@
 """Time a config's training step on synthetic arrays (no prepared data needed).
 
-    python -m xrayjax.benchmark --config configs/cyclegan_forearm.py [--image-size 256] \
+    python -m xrayjax.tools.benchmark --config configs/cyclegan_forearm.py [--image-size 256] \
         [--global-batch 1] [--steps 10] [--config.dtype=bfloat16] \
         [--config.model.upsample=transpose]
-    python -m xrayjax.benchmark --config configs/cyclegan_forearm.py --image-size 256 \
+    python -m xrayjax.tools.benchmark --config configs/cyclegan_forearm.py --image-size 256 \
         --global-batches 1,8,32 --dtypes float32,bfloat16       # a table in one process
 
 Prints one JSON line per (dtype, global batch): trace_s (tracing and lowering the step),
@@ -62,11 +62,11 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 
 
 def _gan_setup(config, mesh):
-    from xrayjax.trainers import gan
+    from xrayjax import build
 
-    engine = gan.build_engine(config, steps_per_epoch=1000, total_steps=100_000)
+    engine = build.gan_engine(config, steps_per_epoch=1000, total_steps=100_000)
     shape = (config.image_size, config.image_size, 1)
-    init = gan.init_fn(engine, config)
+    init = build.gan_init(engine, config)
     state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     batch = {
@@ -77,10 +77,10 @@ def _gan_setup(config, mesh):
 
 
 def _classifier_setup(config, mesh):
-    from xrayjax.trainers import classifier
+    from xrayjax import build
 
-    engine = classifier.build_engine(config, steps_per_epoch=1000)
-    init = classifier.init_fn(engine, config)
+    engine = build.classifier_engine(config, steps_per_epoch=1000)
+    init = build.classifier_init(engine, config)
     state = jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     shape = (config.global_batch, config.image_size, config.image_size, 1)
@@ -164,7 +164,7 @@ def main(argv) -> None:
             config.image_size = FLAGS.image_size
         if FLAGS.global_batch:
             config.global_batch = FLAGS.global_batch
-    from xrayjax.trainers.gan import DTYPES  # the trainers' import cost only once flags are fine
+    from xrayjax.build import DTYPES  # the networks' import cost only once flags are fine
 
     dtypes = FLAGS.dtypes or [config.dtype]
     if unknown := [d for d in dtypes if d not in DTYPES]:

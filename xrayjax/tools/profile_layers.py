@@ -1,6 +1,6 @@
 """Time every form of the CycleGAN layers, and the whole models, forward and forward+backward.
 
-    python -m xrayjax.models.profile_layers [--sizes 128 256] [--batch 1] [--repeats 5]
+    python -m xrayjax.tools.profile_layers [--sizes 128 256] [--batch 1] [--repeats 5]
         [--only block generator ...]
 
 Each row is one layer of the generator (or a whole model) at its place in a network fed a

@@ -1,0 +1,1 @@
+"""Command-line tools over the package: demo, report, ablation, benchmarks, layer profiler."""
