@@ -11,7 +11,10 @@ same global batches, and resuming restores the exact position.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 import sys
+import threading
 from collections.abc import Mapping
 
 import grain
@@ -98,6 +101,31 @@ def _global_stream(table: RecordTable, preprocess: Preprocess, seed: int) -> gra
     return ds.random_map(preprocess, seed=seed + 1)
 
 
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+    """grain `worker_init_fn`: end this worker as soon as the process that started it dies."""
+    del worker_index, worker_count
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a multiprocessing child: nobody to outlive
+        return
+    # A trainer killed outright (SIGKILL, OOM killer) never asks its workers to stop, and grain
+    # workers only poll a stop event, so they would run on as orphans holding their memory (and
+    # keep multiprocessing's resource tracker alive with them). multiprocessing gives every child
+    # a sentinel that the OS closes when its parent dies, however it dies, and on every
+    # platform; it is also closed already if the parent died before this runs. We wait on it
+    # rather than use Linux's PR_SET_PDEATHSIG: that fires when the *thread* that started the
+    # child ends, and grain starts workers from its own prefetch threads, which come and go.
+    threading.Thread(
+        target=_exit_after, args=(parent,), daemon=True, name="xrayjax-exit-with-parent"
+    ).start()
+
+
+def _exit_after(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns once the parent's sentinel closes
+    # At once, without cleanup: exit handlers would wait to flush queues nobody reads any more.
+    # Shared memory left behind is unlinked by the resource tracker when it exits after us.
+    os._exit(1)
+
+
 def _process_batches(
     stream, global_batch, process_index, process_count, workers, length=sys.maxsize
 ) -> grain.DatasetIterator:
@@ -108,7 +136,9 @@ def _process_batches(
     view = _ProcessView(stream, global_batch, process_index, process_count, length)
     ds = view.batch(local, drop_remainder=True).to_iter_dataset()
     if workers > 0:
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        ds = ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=_exit_with_parent
+        )
     return iter(ds)
 
 
