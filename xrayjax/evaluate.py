@@ -475,8 +475,8 @@ def _figures(workdir: epath.Path, config, passes, report) -> list[str]:
     inclination = report.get("radial_inclination", {})
     for key in ("ground_truth_masks", *EQUATIONS, "supervised"):
         if key in inclination:
-            drawn[f"radial_inclination_errors_{key}.png"] = figures.error_histogram(
-                inclination[key]["errors_deg"]
+            drawn[f"radial_inclination_errors_{key}.png"] = figures.chart_image(
+                figures.error_histogram(inclination[key]["errors_deg"])
             )
     for name, image in drawn.items():
         runlog.save_png(out / name, image)

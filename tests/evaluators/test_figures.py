@@ -1,6 +1,7 @@
 """Figures: uint8 BGR images of the expected size and content."""
 
-import cv2
+import math
+
 import numpy as np
 import pytest
 
@@ -51,14 +52,42 @@ def test_segmentation_grid_with_truth_and_dice():
         figures.segmentation_grid(images, masks, truths=[None])
 
 
-def test_error_histogram():
+def test_error_histogram_shows_each_error_once():
     errors = np.random.default_rng(0).normal(0, 0.4, 200)
-    histogram = figures.error_histogram(np.r_[errors, np.nan])
-    assert histogram.shape == (400, 640, 3)
+    chart = figures.error_histogram(np.r_[errors, np.nan], bin_width=0.25)
+    (axes,) = chart.axes
+    heights = [bar.get_height() for bar in axes.patches]
+    edges = [bar.get_x() for bar in axes.patches]
+    # The bars are the errors' histogram in 0.25° bins symmetric about 0, the NaN left out.
+    span = max(2.0, np.ceil(np.abs(errors).max() / 0.25) * 0.25)  # at least ±2°
+    expected, expected_edges = np.histogram(errors, np.arange(-span, span + 0.125, 0.25))
+    np.testing.assert_array_equal(heights, expected)
+    np.testing.assert_allclose(edges, expected_edges[:-1])
+    title = axes.get_title()
+    assert "n = 200" in title and f"MAE {np.abs(errors).mean():.2f}°" in title
+    assert "(1 not finite)" in title
+    image = figures.chart_image(chart)
+    assert image.shape == (400, 640, 3) and image.dtype == np.uint8
     empty = figures.error_histogram([], size=(320, 200))
-    assert empty.shape == (200, 320, 3)
-    # Bars are drawn only where there are errors: the empty plot has fewer non-white pixels.
-    assert (histogram < 255).sum() > (cv2.resize(empty, (640, 400)) < 255).sum()
+    assert sum(bar.get_height() for bar in empty.axes[0].patches) == 0
+    assert empty.axes[0].get_title() == "no finite errors"
+    assert figures.chart_image(empty).shape == (200, 320, 3)
+
+
+def test_convergence_chart_plots_metrics_per_epoch():
+    records = [
+        {"step": 2, "train/loss": 0.7},  # a log step without an epoch: not plotted
+        {"step": 4, "epoch": 1, "train/accuracy": 0.5, "test/accuracy": 0.45},
+        {"step": 8, "epoch": 2, "train/accuracy": 0.75, "test/accuracy": math.nan},
+        {"step": 12, "epoch": 3, "train/accuracy": 0.9, "test/accuracy": 0.8},
+    ]
+    (axes,) = figures.convergence_chart(records).axes
+    lines = {line.get_label(): line.get_xydata().tolist() for line in axes.lines}
+    assert lines == {
+        "train": [[1, 0.5], [2, 0.75], [3, 0.9]],
+        "test": [[1, 0.45], [3, 0.8]],  # the undefined value is a gap, not a zero
+    }
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("epoch", "accuracy")
 
 
 def test_radial_inclination_overlay():

@@ -1,4 +1,5 @@
-"""Figures of translation, segmentation and radial-inclination results, drawn with OpenCV.
+"""Figures of translation, segmentation and radial-inclination results: image grids and overlays
+drawn with OpenCV, charts with matplotlib.
 
 - translation_grid: source | translated rows (thesis figs. 34-35).
 - segmentation_grid: natural image | predicted mask over it, ground-truth outline and Dice per
@@ -12,8 +13,10 @@
 Images are uint8 or float in [−1, 1], (H, W) or (H, W, 1). Masks are binary, of any dtype, with
 nonzero = bone (threshold generator outputs with segmentation.binarize first).
 Tiles smaller than 128 px are enlarged by a whole factor (nearest neighbour) so text stays
-legible. Every function returns the figure as a uint8 BGR image; the caller writes it (with
-`xrayjax.logging.save_png`, which writes whole files, locally or on gs://).
+legible. Grids and overlays are returned as uint8 BGR images; charts (error_histogram,
+convergence_chart) as matplotlib Figures, so their data can be read back, and `chart_image`
+draws one. The caller writes images (with `xrayjax.logging.save_png`, which writes whole
+files, locally or on gs://).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from xrayjax.data import transforms
 from xrayjax.evaluators import segmentation
@@ -189,67 +194,6 @@ def segmentation_grid(
     return _grid(rows, titles)
 
 
-def error_histogram(
-    errors_deg: Any,
-    bin_width: float = 0.25,
-    size: tuple[int, int] = (640, 400),
-) -> np.ndarray:
-    """A histogram of signed radial-inclination errors (measured − true, degrees)."""
-    values = np.asarray(errors_deg, np.float64).ravel()
-    finite = values[np.isfinite(values)]
-    width, height = size
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 60, 20, 40, 50
-    plot_w, plot_h = width - left - right, height - top - bottom
-    span = max(2.0, math.ceil(np.abs(finite).max() / bin_width) * bin_width if finite.size else 0)
-    edges = np.arange(-span, span + bin_width / 2, bin_width)
-    counts, _ = np.histogram(finite, bins=edges)
-    tick_step = max(1, math.ceil((int(counts.max()) if counts.size else 1) / 5))
-    peak = tick_step * max(1, math.ceil((int(counts.max()) if counts.size else 1) / tick_step))
-
-    def x_of(degrees: float) -> int:
-        return round(left + (degrees + span) / (2 * span) * plot_w)
-
-    def y_of(count: float) -> int:
-        return round(top + plot_h - count / peak * plot_h)
-
-    for count, low in zip(counts, edges[:-1], strict=True):
-        if count:
-            x0, x1 = x_of(low), x_of(low + bin_width)
-            cv2.rectangle(canvas, (x0, y_of(count)), (max(x0, x1 - 1), y_of(0)), (180, 110, 40), -1)
-    black, grey = (0, 0, 0), (150, 150, 150)
-    cv2.line(canvas, (left, y_of(0)), (left + plot_w, y_of(0)), black, 1)
-    cv2.line(canvas, (left, top), (left, y_of(0)), black, 1)
-    cv2.line(canvas, (x_of(0.0), top), (x_of(0.0), y_of(0)), grey, 1)
-    step = max(1, math.ceil(span / 5))
-    for tick in range(-int(span), int(span) + 1, step):
-        x = x_of(float(tick))
-        cv2.line(canvas, (x, y_of(0)), (x, y_of(0) + 4), black, 1)
-        label = f"{tick}"
-        (tw, _), _ = cv2.getTextSize(label, FONT, 0.4, 1)
-        cv2.putText(canvas, label, (x - tw // 2, y_of(0) + 18), FONT, 0.4, black, 1, cv2.LINE_AA)
-    for tick in range(0, peak + 1, tick_step):
-        y = y_of(tick)
-        cv2.line(canvas, (left - 4, y), (left, y), black, 1)
-        label = f"{tick}"
-        (tw, _), _ = cv2.getTextSize(label, FONT, 0.4, 1)
-        cv2.putText(canvas, label, (left - 8 - tw, y + 4), FONT, 0.4, black, 1, cv2.LINE_AA)
-    xlabel = "measured - true radial inclination (degrees)"
-    (tw, _), _ = cv2.getTextSize(xlabel, FONT, 0.45, 1)
-    cv2.putText(canvas, xlabel, ((width - tw) // 2, height - 10), FONT, 0.45, black, 1, cv2.LINE_AA)
-    cv2.putText(canvas, "images", (6, top - 10), FONT, 0.45, black, 1, cv2.LINE_AA)
-    if finite.size:
-        mae, bias = float(np.abs(finite).mean()), float(finite.mean())
-        title = f"n = {finite.size}   MAE {mae:.2f} deg   bias {bias:+.2f} deg"
-        title += f"   max |error| {np.abs(finite).max():.2f} deg"
-    else:
-        title = "no finite errors"
-    if finite.size < values.size:
-        title += f"   ({values.size - finite.size} not finite)"
-    cv2.putText(canvas, title, (left, 24), FONT, 0.45, black, 1, cv2.LINE_AA)
-    return canvas
-
-
 def _draw_measurement(canvas: np.ndarray, m: RadiusMeasurement, scale: float, origin) -> None:
     """Draw the axis, its perpendicular, the articular line and both landmarks on a panel.
 
@@ -354,38 +298,68 @@ def mask_overlay(
     return canvas
 
 
-def convergence_chart(records: list[dict], size: tuple[int, int] = (640, 400)) -> np.ndarray:
-    """Train and test accuracy per epoch as a line chart (uint8 BGR image), from metrics.jsonl."""
+# ----- charts (matplotlib, drawn off-screen: no pyplot, no global backend) -----------------------
+
+
+def _chart(size: tuple[int, int]) -> tuple[Figure, Any]:
+    """A (width, height)-pixel figure with one axes, on its own Agg canvas."""
+    figure = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def chart_image(figure: Figure) -> np.ndarray:
+    """A chart drawn as a uint8 BGR image (H, W, 3), ready for `logging.save_png`."""
+    figure.canvas.draw()
+    return cv2.cvtColor(np.asarray(figure.canvas.buffer_rgba()), cv2.COLOR_RGBA2BGR)
+
+
+def error_histogram(
+    errors_deg: Any, bin_width: float = 0.25, size: tuple[int, int] = (640, 400)
+) -> Figure:
+    """A histogram of signed radial-inclination errors (measured − true, degrees), in bins of
+    `bin_width` symmetric about 0; the title gives n, MAE, bias and the largest error."""
+    values = np.asarray(errors_deg, np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    span = max(2.0, math.ceil(np.abs(finite).max() / bin_width) * bin_width if finite.size else 0)
+    figure, axes = _chart(size)
+    axes.hist(finite, bins=np.arange(-span, span + bin_width / 2, bin_width), color="tab:blue")
+    axes.axvline(0.0, color="grey", linewidth=1)
+    axes.set(
+        xlim=(-span, span),
+        xlabel="measured − true radial inclination (degrees)",
+        ylabel="images",
+    )
+    if finite.size:
+        title = (
+            f"n = {finite.size}   MAE {np.abs(finite).mean():.2f}°   bias {finite.mean():+.2f}°"
+            f"   max |error| {np.abs(finite).max():.2f}°"
+        )
+    else:
+        title = "no finite errors"
+    if finite.size < values.size:
+        title += f"   ({values.size - finite.size} not finite)"
+    axes.set_title(title, fontsize=10)
+    return figure
+
+
+CONVERGENCE_SERIES = (("train/accuracy", "train", "tab:blue"), ("test/accuracy", "test", "tab:red"))
+
+
+def convergence_chart(records: list[dict], size: tuple[int, int] = (640, 400)) -> Figure:
+    """Train and test accuracy per epoch (the thesis's figs. 36-38) from metrics.jsonl records:
+    one line per series over the records that carry an epoch and a finite value."""
+    figure, axes = _chart(size)
     epochs = [r for r in records if "epoch" in r]
-    width, height = size
-    left, right, top, bottom = 60, 20, 30, 45
-    image = np.full((height, width, 3), 255, np.uint8)
-    x_max = max([r["epoch"] for r in epochs] + [1])
-    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
-
-    def to_px(epoch: float, acc: float) -> tuple[int, int]:
-        x = left + (epoch / x_max) * (width - left - right)
-        y = height - bottom - acc * (height - top - bottom)
-        return round(x), round(y)
-
-    for tick in np.linspace(0.0, 1.0, 6):
-        y = to_px(0, tick)[1]
-        cv2.line(image, (left, y), (width - right, y), (225, 225, 225), 1)
-        cv2.putText(image, f"{tick:.1f}", (left - 35, y + 4), font, 0.4, black, 1, cv2.LINE_AA)
-    for tick in np.unique(np.linspace(0, x_max, 6).round().astype(int)):
-        x = to_px(tick, 0)[0]
-        cv2.putText(image, str(tick), (x - 6, height - bottom + 16), font, 0.4, black, 1)
-    cv2.rectangle(image, (left, top), (width - right, height - bottom), black, 1)
-    cv2.putText(image, "epoch", (width // 2 - 20, height - 8), font, 0.45, black, 1, cv2.LINE_AA)
-    cv2.putText(image, "accuracy", (5, 18), font, 0.45, black, 1, cv2.LINE_AA)
-    series = (("train/accuracy", (200, 100, 0), "train"), ("test/accuracy", (0, 0, 210), "test"))
-    for k, (key, colour, label) in enumerate(series):
-        points = [to_px(r["epoch"], r[key]) for r in epochs if math.isfinite(r.get(key, math.nan))]
-        if len(points) > 1:
-            cv2.polylines(image, [np.asarray(points, np.int32)], False, colour, 2, cv2.LINE_AA)
-        for point in points if len(points) <= 60 else []:
-            cv2.circle(image, point, 3, colour, -1, cv2.LINE_AA)
-        y = top + 18 + 18 * k
-        cv2.line(image, (width - right - 90, y - 4), (width - right - 65, y - 4), colour, 2)
-        cv2.putText(image, label, (width - right - 58, y), font, 0.45, black, 1, cv2.LINE_AA)
-    return image
+    for key, label, colour in CONVERGENCE_SERIES:
+        points = [(r["epoch"], r[key]) for r in epochs if math.isfinite(r.get(key, math.nan))]
+        if points:
+            x, y = zip(*points, strict=True)
+            marker = "o" if len(points) <= 60 else None
+            axes.plot(x, y, color=colour, marker=marker, markersize=4, label=label)
+    axes.set(xlabel="epoch", ylabel="accuracy", ylim=(0.0, 1.0))
+    axes.set_xlim(left=0)
+    axes.grid(alpha=0.3)
+    if axes.lines:
+        axes.legend(loc="lower right")
+    return figure

@@ -477,7 +477,9 @@ def _geometry(workdir: pathlib.Path) -> None:
         r = phantoms.evaluate_on_phantoms(part, num=200, seed=_seed(workdir, 7), image_size=256)
         results[part] = {k: v for k, v in r.items() if not isinstance(v, list)}
         errors = [e for e in r["errors_deg"] if e is not None]
-        runlog.save_png(out / f"errors_{part}.png", figures.error_histogram(errors))
+        runlog.save_png(
+            out / f"errors_{part}.png", figures.chart_image(figures.error_histogram(errors))
+        )
     runlog.write_json(out / "radial_inclination.json", results)
 
 

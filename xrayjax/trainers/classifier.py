@@ -197,7 +197,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Clas
     step = int(jax.device_get(state.step))
     write_report(workdir, evaluator.report(probabilities, test_spec, step, total_steps))
     runlog.save_png(
-        workdir / "convergence.png", figures.convergence_chart(runlog.read_metrics(workdir))
+        workdir / "convergence.png",
+        figures.chart_image(figures.convergence_chart(runlog.read_metrics(workdir))),
     )
     return state
 
