@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import ml_collections
 
+# The spellings of a yes/no variant's value; anything else (a typo such as `ture`) is refused
+# rather than read as no.
+YES = ("1", "true", "yes")
+NO = ("0", "false", "no")
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-    """'cls=abnormal,data=phantom,runlocal' → fields over `defaults` (a bare word sets True)."""
+    """'cls=abnormal,data=phantom,runlocal' → fields over `defaults` (a bare word sets True).
+
+    Raises ValueError for an unknown key or a value of the wrong kind. Configs import only
+    ml_collections and this file, so it is a plain ValueError; the command line reports it as
+    bad input (xrayjax.logging.parse_flags).
+    """
     values = dict(defaults)
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
@@ -16,9 +26,17 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         if not value:
             values[key] = True
         elif isinstance(values[key], bool):
-            values[key] = value.lower() in ("1", "true", "yes")
+            if value.lower() not in YES + NO:
+                raise ValueError(
+                    f"config variant {key}={value!r} is neither yes nor no; write one of "
+                    f"{', '.join(YES + NO)} (any case), or the bare word {key} for yes"
+                )
+            values[key] = value.lower() in YES
         elif isinstance(values[key], int):
-            values[key] = int(value)
+            try:
+                values[key] = int(value)
+            except ValueError:
+                raise ValueError(f"config variant {key}={value!r} is not a whole number") from None
         else:
             values[key] = value
     return ml_collections.ConfigDict(values)

@@ -25,14 +25,10 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tqdm import tqdm
 
-from data_prep import storage
+from data_prep import errors, storage
 
 VERSION = "1.0.0"
 MAX_LISTED_SKIPS = 1000  # report every skipped file up to this many, then only the counts
-
-
-class PrepError(Exception):
-    """Bad input to a data_prep command; the message names the path and what to do."""
 
 
 def default_data_dir() -> epath.Path:
@@ -116,7 +112,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield key, example
         if recorder.written == 0:
             detail = f" (skipped: {dict(recorder.skipped)})" if recorder.skipped else ""
-            raise PrepError(
+            raise errors.InputError(
                 f"{self._source}: no usable images for split {split!r}{detail}; nothing was written"
             )
 
@@ -236,10 +232,5 @@ def resolve_data_dir(arg: str | os.PathLike | None) -> epath.Path:
 
 
 def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
-    """Run a data_prep main, turning PrepError into one clear line and exit status 2."""
-    try:
-        main(argv)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """Run a data_prep main; its exit status (bad input: one `error:` line and 2, see errors)."""
+    return errors.run_cli(lambda: main(argv))

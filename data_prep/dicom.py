@@ -14,8 +14,10 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from data_prep import errors
 
-class DicomError(Exception):
+
+class DicomError(errors.InputError):
     """A DICOM file that cannot be used; the message is the reason, recorded in reports."""
 
 

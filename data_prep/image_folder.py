@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import builder, images
+from data_prep import builder, errors, images
 
 CLASSES = ("normal", "abnormal")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -46,7 +46,7 @@ def _masks_by_stem(source: pathlib.Path) -> dict[str, pathlib.Path]:
     found: dict[str, pathlib.Path] = {}
     for path in images.list_files(masks):
         if path.stem in found:
-            raise builder.PrepError(f"{masks}: two masks share the stem {path.stem!r}")
+            raise errors.InputError(f"{masks}: two masks share the stem {path.stem!r}")
         found[path.stem] = path
     return found
 
@@ -74,18 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     builder.add_common_args(parser)
     args = parser.parse_args(argv)
     if not _NAME.match(args.name):
-        raise builder.PrepError(
+        raise errors.InputError(
             f"--name {args.name!r}: use lowercase letters, digits and underscores, starting "
             "with a letter (TFDS dataset names)"
         )
     source = args.source.expanduser()
     if not source.is_dir():
-        raise builder.PrepError(f"--source {source} is not a folder")
+        raise errors.MissingInput(f"--source {source} is not a folder")
     candidates = _collect(source)
     masks = _masks_by_stem(source)
     stems = [path.stem for path, _ in candidates]
     if masks and len(set(stems)) != len(stems):
-        raise builder.PrepError(
+        raise errors.InputError(
             f"{source}: image file stems repeat across class folders, so masks/ cannot be "
             "matched to them; rename the images"
         )

@@ -8,7 +8,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from data_prep import dicom
+from data_prep import dicom, errors
 
 FIT_MODES = ("stretch", "pad")
 
@@ -22,7 +22,7 @@ _MAGIC = {
 }
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(errors.InputError):
     """A file that cannot be used as an image; the message is the reason, recorded in reports."""
 
 
@@ -71,7 +71,7 @@ def to_gray_uint8(image: np.ndarray) -> np.ndarray:
 def resize_square(image: np.ndarray, size: int, fit: str = "stretch", nearest: bool = False):
     """Resize a 2-D image to size×size by stretching (the thesis) or by zero-padding to a square."""
     if fit not in FIT_MODES:
-        raise ValueError(f"unknown fit mode {fit!r}; allowed: {', '.join(FIT_MODES)}")
+        raise errors.InputError(f"unknown fit mode {fit!r}; allowed: {', '.join(FIT_MODES)}")
     if fit == "pad":
         h, w = image.shape
         side = max(h, w)

@@ -19,7 +19,7 @@ import sys
 
 import tensorflow_datasets as tfds
 
-from data_prep import builder, images
+from data_prep import builder, errors, images
 
 BODY_PARTS = (
     "XR_ELBOW",
@@ -35,7 +35,7 @@ _PATH = re.compile(r"^[^/]+/(train|valid)/(XR_[A-Z]+)/(patient\d+)/(study\d+)_(p
 
 
 def _read_rows(path: pathlib.Path, columns: int) -> list[tuple[int, list[str]]]:
-    """Header-less CSV rows with their line numbers; a wrong shape is a PrepError."""
+    """Header-less CSV rows with their line numbers; a wrong shape is an InputError."""
     if not path.is_file():
         raise _missing_csv_error(path)
     rows = []
@@ -44,7 +44,7 @@ def _read_rows(path: pathlib.Path, columns: int) -> list[tuple[int, list[str]]]:
             if not row or not "".join(row).strip():
                 continue
             if len(row) != columns or not _PATH.match(row[0].strip()):
-                raise builder.PrepError(
+                raise errors.InputError(
                     f"{path}:{line_no}: expected {columns} column(s) starting with a MURA path "
                     f"like MURA-v1.1/train/XR_FOREARM/patient00001/study1_positive/..., "
                     f"got {row!r} (MURA's CSVs have no header row)"
@@ -53,8 +53,8 @@ def _read_rows(path: pathlib.Path, columns: int) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def _missing_csv_error(path: pathlib.Path) -> builder.PrepError:
-    return builder.PrepError(
+def _missing_csv_error(path: pathlib.Path) -> errors.MissingInput:
+    return errors.MissingInput(
         f"{path} not found: --source must be the MURA-v1.1 folder as downloaded, holding "
         "train_image_paths.csv, train_labeled_studies.csv, valid_image_paths.csv and "
         "valid_labeled_studies.csv"
@@ -72,7 +72,7 @@ def _split_generator(source, split, body_part, size, fit, skip_missing):
     study_labels = {}
     for line_no, (study, label) in study_rows:
         if label not in ("0", "1"):
-            raise builder.PrepError(
+            raise errors.InputError(
                 f"{source / f'{split}_labeled_studies.csv'}:{line_no}: label must be 0 or 1, "
                 f"got {label!r}"
             )
@@ -84,7 +84,7 @@ def _split_generator(source, split, body_part, size, fit, skip_missing):
         for line_no, rel in wanted:
             path = source / _relative(rel)
             if not path.is_file():
-                raise builder.PrepError(
+                raise errors.MissingInput(
                     f"{csv_name}:{line_no} names {path}, which does not exist "
                     "(incomplete download or wrong --source?; --skip-missing skips such rows)"
                 )
@@ -137,12 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     builder.add_common_args(parser)
     args = parser.parse_args(argv)
     if args.body_part not in BODY_PARTS:
-        raise builder.PrepError(
+        raise errors.InputError(
             f"unknown --body-part {args.body_part!r}; allowed: {', '.join(BODY_PARTS)}"
         )
     source = args.source.expanduser()
     if not source.is_dir():
-        raise builder.PrepError(f"--source {source} is not a folder")
+        raise errors.MissingInput(f"--source {source} is not a folder")
     size = args.image_size
     generators = {
         split: _split_generator(source, split, args.body_part, size, args.fit, args.skip_missing)

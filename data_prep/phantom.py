@@ -24,7 +24,7 @@ import time
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import builder, images, render
+from data_prep import builder, errors, images, render
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = builder.resolve_data_dir(args.data_dir)
     if args.preset is not None:
         if args.preset not in PRESETS:
-            raise builder.PrepError(
+            raise errors.InputError(
                 f"unknown --preset {args.preset!r}; allowed: {', '.join(PRESETS)}"
             )
         start = time.perf_counter()
@@ -198,16 +198,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"preset {args.preset}: done in {time.perf_counter() - start:.1f} s")
         return
     if args.body_part not in render.BODY_PARTS:
-        raise builder.PrepError(
+        raise errors.InputError(
             f"--body-part {args.body_part!r} is not one of: {', '.join(render.BODY_PARTS)}"
         )
     if args.style not in render.STYLES:
-        raise builder.PrepError(f"--style {args.style!r} is not one of: {', '.join(render.STYLES)}")
+        raise errors.InputError(f"--style {args.style!r} is not one of: {', '.join(render.STYLES)}")
     if args.num < 1:
-        raise builder.PrepError(f"--num must be at least 1, got {args.num}")
+        raise errors.InputError(f"--num must be at least 1, got {args.num}")
     num_test = max(1, args.num // 5) if args.num_test is None else args.num_test
     if num_test < 1:
-        raise builder.PrepError(f"--num-test must be at least 1, got {num_test}")
+        raise errors.InputError(f"--num-test must be at least 1, got {num_test}")
     spec = PhantomSpec(args.body_part, args.style, args.num, num_test, args.seed)
     build(spec, data_dir, args.image_size, args.overwrite, args.name)
 

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from data_prep import errors
+
 BODY_PARTS = ("forearm", "wrist")
 STYLES = ("clean", "radiograph")
 
@@ -357,16 +359,20 @@ def _draw_limb(body_part, seed, index, size, abnormal, inclination_deg, factor=1
 def _check(body_part, style, image_size, inclination_deg, abnormal) -> None:
     """Reject bad arguments, naming the allowed values."""
     if body_part not in BODY_PARTS:
-        raise ValueError(f"body_part must be one of {BODY_PARTS}, got {body_part!r}")
+        raise errors.InputError(f"body_part must be one of {BODY_PARTS}, got {body_part!r}")
     if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+        raise errors.InputError(f"style must be one of {STYLES}, got {style!r}")
     if image_size < 16:
-        raise ValueError(f"image_size must be at least 16, got {image_size}")
+        raise errors.InputError(f"image_size must be at least 16, got {image_size}")
     lo, hi = INCLINATION_LIMITS_DEG
     if inclination_deg is not None and not lo <= inclination_deg <= hi:
-        raise ValueError(f"radial_inclination_deg must lie in [{lo}, {hi}], got {inclination_deg}")
+        raise errors.InputError(
+            f"radial_inclination_deg must lie in [{lo}, {hi}], got {inclination_deg}"
+        )
     if abnormal and body_part == "wrist":
-        raise ValueError(f"abnormal=True needs body_part 'forearm' of {BODY_PARTS}; wrists are 0")
+        raise errors.InputError(
+            f"abnormal=True needs body_part 'forearm' of {BODY_PARTS}; wrists are 0"
+        )
 
 
 def radius_mask(

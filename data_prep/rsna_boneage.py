@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import builder, images
+from data_prep import builder, errors, images
 
 # split → (csv file, image folder, id column, sex column, age column or None)
 _LAYOUT = {
@@ -35,7 +35,7 @@ def _image_folder(source: pathlib.Path, folder: str) -> pathlib.Path:
     for candidate in (source / folder / folder, source / folder):
         if candidate.is_dir() and any(candidate.glob("*.png")):
             return candidate
-    raise builder.PrepError(
+    raise errors.MissingInput(
         f"no PNG images in {source / folder} or {source / folder / folder}: "
         "--source must be the RSNA Bone Age folder as downloaded"
     )
@@ -44,7 +44,7 @@ def _image_folder(source: pathlib.Path, folder: str) -> pathlib.Path:
 def _read_csv(path: pathlib.Path, columns: list[str]) -> list[tuple[int, dict]]:
     """Rows of a CSV with a header, checked to have the expected columns."""
     if not path.is_file():
-        raise builder.PrepError(
+        raise errors.MissingInput(
             f"{path} not found: --source must be the RSNA Bone Age folder holding "
             "boneage-training-dataset.csv and boneage-test-dataset.csv"
         )
@@ -52,7 +52,7 @@ def _read_csv(path: pathlib.Path, columns: list[str]) -> list[tuple[int, dict]]:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise builder.PrepError(
+            raise errors.InputError(
                 f"{path}: missing column(s) {missing}; found {reader.fieldnames}"
             )
         return [(line_no, row) for line_no, row in enumerate(reader, start=2)]
@@ -69,16 +69,16 @@ def _split_generator(source, split, size, fit, skip_missing):
         record_id = row[id_col].strip()
         sex = row[sex_col].strip().lower()
         if sex not in _MALE:
-            raise builder.PrepError(f"{csv_path}:{line_no}: unreadable sex value {row[sex_col]!r}")
+            raise errors.InputError(f"{csv_path}:{line_no}: unreadable sex value {row[sex_col]!r}")
         try:
             age = float(row[age_col]) if age_col else -1.0
         except ValueError:
-            raise builder.PrepError(
+            raise errors.InputError(
                 f"{csv_path}:{line_no}: bone age {row[age_col]!r} is not a number"
             ) from None
         path = folder / f"{record_id}.png"
         if not skip_missing and not path.is_file():
-            raise builder.PrepError(
+            raise errors.MissingInput(
                 f"{csv_path}:{line_no} names id {record_id}, but {path} does not exist "
                 "(--skip-missing skips such rows)"
             )
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     source = args.source.expanduser()
     if not source.is_dir():
-        raise builder.PrepError(f"--source {source} is not a folder")
+        raise errors.MissingInput(f"--source {source} is not a folder")
     size = args.image_size
     generators = {
         split: _split_generator(source, split, size, args.fit, args.skip_missing)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data_prep import builder, storage
+from data_prep import builder, errors, storage
 
 
 def stage(names: list[str], data_dir: str, local_dir: str) -> dict[str, int]:
@@ -24,7 +24,7 @@ def stage(names: list[str], data_dir: str, local_dir: str) -> dict[str, int]:
     for name in names:
         source = source_root / name
         if not builder.dataset_exists(source_root, name):
-            raise builder.PrepError(
+            raise errors.MissingInput(
                 f"dataset {name!r} is not prepared in {data_dir} (no {name}/{builder.VERSION}/"
                 "dataset_info.json there); prepare it or upload it first"
             )

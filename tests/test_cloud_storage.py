@@ -25,7 +25,7 @@ from gcp_storage_emulator.server import create_server
 from main_process import GAN, GAN_OVERRIDES, ROOT
 
 from configs import cyclegan_forearm
-from data_prep import builder, phantom, stage, storage
+from data_prep import builder, errors, phantom, stage, storage
 from xrayjax import evaluate, inference
 from xrayjax import logging as runlog
 from xrayjax.data import sources
@@ -192,7 +192,7 @@ def test_stage_copies_datasets_from_the_bucket_once(bucket, phantom_data_dir, tm
         original = sources.open_table(name, "train", phantom_data_dir)
         assert len(local) == len(original)
         assert local[3]["image"] == original[3]["image"]
-    with pytest.raises(builder.PrepError, match="phantom_wrist_clean"):
+    with pytest.raises(errors.MissingInput, match="phantom_wrist_clean"):
         stage.stage(["phantom_wrist_clean"], DATA_DIR, tmp_path)
     # A builder writes to the bucket too: built locally, then uploaded whole.
     spec = phantom.PhantomSpec("wrist", "clean", num=4, num_test=2, seed=4)

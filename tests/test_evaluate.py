@@ -8,19 +8,17 @@ import copy
 import json
 import math
 import os
-import subprocess
-import sys
 
 import cv2
+import main_process
 import numpy as np
 import pytest
 
-from configs import classifier_forearm
+from configs import multicyclegan_forearm
 from xrayjax import evaluate
+from xrayjax import logging as runlog
 from xrayjax.evaluators import geometry
-from xrayjax.trainers import classifier
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = {"AB", "AC", "BA", "BC", "CA", "CB"}
 NUM_A = 12  # phantom_forearm_radiograph test split in the fixture
 
@@ -122,20 +120,18 @@ def test_figures_are_pngs(evaluated):
         assert image is not None and image.ndim == 3
 
 
-def test_with_a_trained_classifier_kid_and_label_preservation(trained, phantom_data_dir, tmp_path):
+def test_with_a_trained_classifier_kid_and_label_preservation(trained, classifier_reference):
     config, workdir = trained
-    cls = classifier_forearm.get_config("data=phantom,runlocal")
-    cls.data_dir = str(phantom_data_dir)
-    cls.total_steps = cls.steps_per_epoch = 2
-    cls.bootstrap_resamples = 20
-    classifier.train(cls, tmp_path / "cls")
+    # The session's runlocal classifier (trained once, for the resume and multi-host tests too).
+    classifier_workdir, _, _ = classifier_reference
     config = copy.deepcopy(config)
-    config.eval.classifier_workdir = str(tmp_path / "cls")
+    config.eval.classifier_workdir = str(classifier_workdir)
     config.eval.max_images = 8
     report = evaluate.evaluate(config, workdir)
     features = report["features"]["A"]
     assert report["features"]["B"] == features  # one default classifier for both X-ray domains
-    assert "penultimate" in features["network"] and features["classifier_step"] == 2
+    assert "penultimate" in features["network"]
+    assert features["classifier_step"] == main_process.CLASSIFIER_STEPS
     assert features["input_size"] == 32 and features["feature_dim"] == 8  # width 4, 2 modules
     for pair, section in report["translation"].items():
         kid = section["kid"]
@@ -153,19 +149,15 @@ def test_with_a_trained_classifier_kid_and_label_preservation(trained, phantom_d
     assert report["segmentation"]["eq66"]["num_images"] == 8
 
 
-def test_cli_without_checkpoint_says_so(phantom_data_dir, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "xrayjax.main",
-        "--config=configs/multicyclegan_forearm.py:data=phantom,runlocal",
-        f"--config.data_dir={phantom_data_dir}",
-        f"--workdir={tmp_path / 'empty'}",
-        "--mode=evaluate",
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "no checkpoint in" in result.stderr and "train this config" in result.stderr
+def test_cli_without_checkpoint_says_so(tmp_path, capsys):
+    """What `--mode evaluate` on an untrained workdir ends with: one line, exit 2, nothing
+    written (main.run calls evaluate.evaluate inside runlog.run_cli)."""
+    config = multicyclegan_forearm.get_config("data=phantom,runlocal")
+    with pytest.raises(SystemExit) as exited:
+        runlog.run_cli(lambda: evaluate.evaluate(config, tmp_path / "empty"), quiet_libraries=False)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    assert "no checkpoint in" in err and "train this config" in err and err.count("\n") == 1
     assert not (tmp_path / "empty").exists()  # nothing written
 
 
@@ -199,8 +191,6 @@ def test_radial_inclination_section_at_256_px():
 
 
 def test_json_safe_turns_non_finite_into_null(tmp_path):
-    from xrayjax import logging as runlog
-
     value = {"a": float("nan"), "b": np.float32(1.5), "c": [np.inf, np.int64(3)], "d": (True,)}
     assert runlog.json_safe(value) == {"a": None, "b": 1.5, "c": [None, 3], "d": [True]}
     path = runlog.write_json(tmp_path / "x.json", value)

@@ -5,12 +5,14 @@ import csv
 
 import cv2
 import dicom_files
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_prep import builder, images, render
-from xrayjax import inference
+from configs import multicyclegan_forearm
+from data_prep import builder, errors, images, render
+from xrayjax import build, inference
 from xrayjax.data import sources, transforms
 from xrayjax.evaluators import geometry
 
@@ -20,6 +22,14 @@ def _records(data_dir, name):
         split="train"
     )
     return [source[i] for i in range(len(source))]
+
+
+def _direct(config, workdir, table, spec, fn):
+    """fn(engine, gen_params, batch of preprocessed images) over every record of `table`."""
+    engine, state, _ = build.load_generators(config, workdir)
+    preprocess = build.domain_preprocess(config, spec, augment=False)
+    images = np.stack([preprocess(table[i])["image"] for i in range(len(table))])
+    return np.asarray(jax.jit(lambda p, x: fn(engine, p, x))(state.gen_params, images))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +60,23 @@ def test_translate_writes_labelled_dataset_once(cyclegan, phantom_data_dir, tmp_
         assert record["image"].shape == (64, 64, 1)
         np.testing.assert_array_equal(record["mask"][:, :, 0], transforms.decode_png(src["mask"]))
     assert sorted(int(r["source_index"]) for r in records) == list(range(10))
+    # Each written image is G_AB(source) (G_IJ: J → I), computed here without the inference
+    # machinery, and not the source written back.
+    direct = _direct(
+        config,
+        workdir,
+        normal.subset(np.arange(10)),
+        config.domains.B,
+        lambda engine, params, x: engine.translate(params, "AB", x),
+    )
+    preprocess = build.domain_preprocess(config, config.domains.B, augment=False)
+    for record in records:
+        written, index = record["image"].astype(int), int(record["source_index"])
+        # One grey level of slack: a different batch may round a pixel the other way.
+        difference = np.abs(written - transforms.to_uint8(direct[index]).astype(int))
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+        source = transforms.to_uint8(preprocess(normal[index])["image"]).astype(int)
+        assert np.abs(written - source).mean() > 1
     with pytest.raises(ValueError, match="already exists"):
         inference.translate(config, workdir, **kwargs)
     inference.translate(config, workdir, **kwargs, overwrite=True)
@@ -96,23 +123,38 @@ def test_translate_bad_input(cyclegan, tmp_path):
     assert not builder.dataset_exists(tmp_path, "x")
 
 
-def test_segment_both_equations(tiny_gan, tmp_path):
-    config, workdir, _ = tiny_gan("multicyclegan_forearm")
-    for equation in ("66", "67"):
-        name = f"seg_{equation}"
-        inference.segment(
+def test_num_past_the_source_is_refused_by_translate_and_segment(
+    cyclegan, phantom_data_dir, tmp_path
+):
+    """--num: 0 is every record; more than the source holds (or < 0) is an error naming its
+    size, for translate and segment alike, before any model is loaded."""
+    config, workdir = cyclegan
+    three_domains = multicyclegan_forearm.get_config("data=phantom,runlocal")
+    three_domains.data_dir = str(phantom_data_dir)
+    common = dict(num=0, output="x", data_dir=tmp_path)
+    runs = {
+        "translate": lambda **kw: inference.translate(
             config,
             workdir,
+            source="phantom_forearm_clean:train",
+            from_domain="B",
+            to_domain="A",
+            **{**common, **kw},
+        ),
+        "segment": lambda **kw: inference.segment(
+            three_domains,
+            tmp_path / "untrained",
             source="phantom_forearm_radiograph:test",
-            equation=equation,
-            output=name,
-            data_dir=tmp_path / "out",
-        )
-        records = _records(tmp_path / "out", name)
-        assert len(records) == 12
-        for record in records:
-            assert set(np.unique(record["predicted_mask"])) <= {0, 1}
-            assert record["has_mask"] and record["mask"].sum() > 0  # ground truth kept
+            equation="67",
+            **{**common, **kw},
+        ),
+    }
+    for run in runs.values():
+        with pytest.raises(errors.InputError, match=r"--num 13: phantom_\w+:\w+ has only 12 "):
+            run(num=13)
+        with pytest.raises(errors.InputError, match=r"--num -1: give 0 \(all records\) or more"):
+            run(num=-1)
+    assert not builder.dataset_exists(tmp_path, "x")
 
 
 def test_translate_a_folder_keeps_each_size(cyclegan, tmp_path):
@@ -219,3 +261,34 @@ def test_segment_a_folder_against_the_truth_with_an_exact_segmenter(
     error, reference_error = np.abs(got - truth), np.abs(reference - truth)
     assert np.isfinite(error).sum() >= np.isfinite(reference_error).sum() - 1
     assert np.nanmean(error) <= np.nanmean(reference_error) + 1.0
+
+
+def test_segment_follows_each_equation(tiny_gan, phantom_data_dir, tmp_path):
+    """Eq. 66 is G_CB(G_BA(a)), eq. 67 is G_CB(a): each written mask equals its own equation
+    computed directly, and the two differ, so a swap or an all-zero output fails here."""
+    config, workdir, _ = tiny_gan("multicyclegan_forearm")
+    table = sources.open_table("phantom_forearm_radiograph", "test", phantom_data_dir)
+    direct = {
+        "66": lambda e, p, x: e.translate(p, "CB", e.translate(p, "BA", x)) > 0,
+        "67": lambda e, p, x: e.translate(p, "CB", x) > 0,
+    }
+    written = {}
+    for equation, fn in direct.items():
+        inference.segment(
+            config,
+            workdir,
+            source="phantom_forearm_radiograph:test",
+            equation=equation,
+            output=f"check_{equation}",
+            data_dir=tmp_path,
+        )
+        records = sorted(_records(tmp_path, f"check_{equation}"), key=lambda r: r["source_index"])
+        assert len(records) == len(table) == 12
+        for record in records:
+            assert set(np.unique(record["predicted_mask"])) <= {0, 1}
+            assert record["has_mask"] and record["mask"].sum() > 0  # ground truth kept
+        written[equation] = np.stack([r["predicted_mask"] for r in records]).astype(bool)
+        expected = _direct(config, workdir, table, config.domains.A, fn)
+        assert 0.0 < expected.mean() < 1.0  # neither all background nor all bone
+        assert (written[equation] != expected).mean() < 0.01
+    assert (written["66"] != written["67"]).mean() > 0.05

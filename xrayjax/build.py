@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from data_prep import storage
+from data_prep import errors, storage
 from xrayjax import checkpoint, optim, parallel
+from xrayjax import logging as runlog
 from xrayjax.data import transforms
-from xrayjax.models import PatchDiscriminator, ResNetClassifier, ResnetGenerator
+from xrayjax.models import PatchDiscriminator, ResNetClassifier, ResnetGenerator, layers
 from xrayjax.steps.classifier import ClassifierEngine, ClassifierState
 from xrayjax.steps.gan import GanEngine
 from xrayjax.steps.segmenter import SegmenterEngine, SegmenterState
@@ -33,7 +34,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def compute_dtype(config: ml_collections.ConfigDict):
     """The configured compute dtype, with a clear error for a typo."""
     if config.dtype not in DTYPES:
-        raise ValueError(f"config.dtype={config.dtype!r}; allowed: {', '.join(DTYPES)}")
+        raise errors.InputError(f"config.dtype={config.dtype!r}; allowed: {', '.join(DTYPES)}")
     return DTYPES[config.dtype]
 
 
@@ -47,6 +48,12 @@ def _image_shape(config) -> tuple[int, int, int]:
 def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:
     """Networks, optimizers and loss weights from the config."""
     dtype = compute_dtype(config)
+    if config.model.upsample not in layers.UPSAMPLE_FORMS:
+        # The generator checks it too, but only when first traced, and as an internal contract.
+        raise errors.InputError(
+            f"config.model.upsample={config.model.upsample!r}; allowed: "
+            f"{', '.join(layers.UPSAMPLE_FORMS)}"
+        )
     constant = config.optim.constant_epochs * steps_per_epoch
     every = config.disc_every
     gen_sched = optim.constant_then_linear_decay(config.optim.gen.lr, constant, total_steps)
@@ -160,10 +167,13 @@ def segmenter_preprocess(config, augment: bool) -> transforms.PairedPreprocess:
 
 
 def write_config(config, workdir: epath.Path) -> None:
-    """config.json, written once (process 0)."""
+    """config.json, written once (process 0); strict JSON (a NaN setting is written as null)."""
     path = workdir / "config.json"
     if jax.process_index() == 0 and not path.exists():
-        storage.write_text(path, json.dumps(config.to_dict(), indent=1, default=str) + "\n")
+        text = json.dumps(
+            runlog.json_safe(config.to_dict()), indent=1, default=str, allow_nan=False
+        )
+        storage.write_text(path, text + "\n")
 
 
 def resume_or_start(config, workdir: epath.Path, init, mesh, data_it):
@@ -182,20 +192,20 @@ def restore_latest(workdir: str | os.PathLike, init, mesh, what: str = "this con
     as `init(rng)` makes it; FileNotFoundError naming the workdir when it has none."""
     workdir = storage.as_path(workdir)
     if not (workdir / "checkpoints").is_dir():
-        raise FileNotFoundError(
+        raise errors.MissingInput(
             f"no checkpoint in {workdir / 'checkpoints'}: train {what} in that workdir first"
         )
     ckpt = checkpoint.Checkpointer(workdir, every=1 << 30)
     try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(
+        if ckpt.latest_step() is None:
+            raise errors.MissingInput(
                 f"no checkpoint in {ckpt.directory}: train {what} in that workdir first"
             )
         state = ckpt.restore_like(init, parallel.replicated(mesh))
     finally:
         ckpt.close()
-    return state, int(step)
+    # The step restored, which is older than the latest when that one was unreadable.
+    return state, int(jax.device_get(state.step))
 
 
 def trained_config(workdir: str | os.PathLike, trainer: str, example: str):
@@ -203,13 +213,13 @@ def trained_config(workdir: str | os.PathLike, trainer: str, example: str):
     workdir = storage.as_path(workdir)
     path = workdir / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise errors.MissingInput(
             f"{trainer} workdir {workdir}: no config.json there; train a {trainer} in it "
             f"first ({example})"
         )
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     if config.get("trainer") != trainer:
-        raise ValueError(
+        raise errors.InputError(
             f"{trainer} workdir {workdir} holds a {config.get('trainer')!r} run, not a {trainer}"
         )
     return config
@@ -306,7 +316,7 @@ def load_segmenter(workdir: str | os.PathLike, mesh) -> Segmenter:
     workdir = storage.as_path(workdir)
     config = trained_config(workdir, "segmenter", "configs/segmenter_forearm.py")
     if not (workdir / "eval.json").is_file():
-        raise FileNotFoundError(
+        raise errors.MissingInput(
             f"segmenter workdir {workdir}: no eval.json there; its training did not finish "
             "(rerun it to resume)"
         )

@@ -43,11 +43,11 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from data_prep import storage
+from data_prep import errors, storage
 from xrayjax import build, inference, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import sources, transforms
-from xrayjax.evaluators import figures, geometry, segmentation, translation
+from xrayjax.evaluators import figures, geometry, segmentation, statistics, translation
 
 FIGURE_IMAGES = 8  # rows per figure
 MEDIAN_FILTER = 3  # px: predicted masks are median-filtered before measuring their geometry
@@ -236,10 +236,8 @@ def _domain_pass(engine, gen_params, mesh, batch_size, config, domains, name, to
 
 
 def _mean_std(values) -> dict:
-    array = np.asarray(values, np.float64)
-    if array.size == 0:
-        return {"mean": float("nan"), "std": float("nan")}
-    return {"mean": float(array.mean()), "std": float(array.std())}
+    mean, std = statistics.mean_std(values)
+    return {"mean": mean, "std": std}
 
 
 def _dice_summary(values: list[float]) -> dict:
@@ -530,7 +528,7 @@ def _tools(config, settings, threshold: float, mesh) -> _Tools:
     segmenter_dir = settings.get("segmenter_workdir", "")
     domain = settings.get("segmenter_domain", "A")
     if segmenter_dir and domain not in config.domains:
-        raise ValueError(
+        raise errors.InputError(
             f"config.eval.segmenter_domain={domain!r} is not a domain of this config "
             f"({', '.join(config.domains.keys())})"
         )
@@ -551,14 +549,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     """
     workdir = storage.as_path(workdir)
     if not (workdir / "checkpoints").is_dir():
-        raise FileNotFoundError(
+        raise errors.MissingInput(
             f"no checkpoint in {workdir / 'checkpoints'}: train this config in that workdir first"
         )
     settings = config.get("eval", ml_collections.ConfigDict())
     threshold = float(settings.get("threshold", 0.0))
     max_images = int(settings.get("max_images", 500))
     if max_images < 0:
-        raise ValueError(f"config.eval.max_images={max_images} must be 0 (all) or more")
+        raise errors.InputError(f"config.eval.max_images={max_images} must be 0 (all) or more")
     domains = {name: _open_domain(config, name, max_images) for name in config.domains.keys()}
     # The instruments first: a wrong workdir fails before the GAN is loaded.
     tools = _tools(config, settings, threshold, parallel.make_mesh())

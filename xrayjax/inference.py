@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import builder, images, storage
+from data_prep import builder, errors, images, storage
 from xrayjax import build, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import pipelines, sources, transforms
@@ -48,7 +48,7 @@ def _parse_source(source: str) -> tuple[str, str]:
 
 def _check_domain(config, name: str) -> None:
     if name not in config.domains:
-        raise ValueError(
+        raise errors.InputError(
             f"domain {name!r} is not in the config; it has {', '.join(config.domains.keys())}"
         )
 
@@ -143,7 +143,7 @@ def _to_uint8(image: np.ndarray, binary: bool) -> np.ndarray:
 
 def _refuse_existing(name: str, data_dir, overwrite: bool) -> None:
     if builder.dataset_exists(data_dir, name) and not overwrite:
-        raise ValueError(
+        raise errors.InputError(
             f"dataset {name!r} already exists in {data_dir}; choose another --output or pass "
             "--overwrite to replace it"
         )
@@ -169,18 +169,16 @@ def translate(
     _check_domain(config, from_domain)
     _check_domain(config, to_domain)
     if from_domain == to_domain:
-        raise ValueError("--from and --to name the same domain")
+        raise errors.InputError("--from and --to name the same domain")
     data_dir = storage.as_path(data_dir or config.data_dir or sources.default_data_dir())
     _refuse_existing(output, data_dir, overwrite)
     name, split = _parse_source(source)
     spec = config.domains[from_domain]
     # A per-class GAN translates only its class (thesis 3.2.2): the source domain's label filter.
     labels = list(spec.labels) or None
-    table = sources.open_table(name, split, config.data_dir or data_dir, labels)
-    if num > len(table):
-        raise ValueError(f"--num {num}: {source} has only {len(table)} records")
-    if num:
-        table = table.subset(np.arange(num))
+    table = _first_records(
+        sources.open_table(name, split, config.data_dir or data_dir, labels), num, source
+    )
     pair = to_domain + from_domain
 
     def make_fn(engine, gen_params):
@@ -199,6 +197,16 @@ def translate(
         description=f"{source} translated by G_{pair} of {workdir}",
         settings={"source": source, "workdir": str(workdir), "generator": f"G_{pair}", "num": num},
     )
+
+
+def _first_records(table: sources.RecordTable, num: int, source: str) -> sources.RecordTable:
+    """The first `num` records of `table` (0: all); InputError when it holds fewer, so that a
+    run never writes fewer images than asked for without a word."""
+    if num < 0:
+        raise errors.InputError(f"--num {num}: give 0 (all records) or more")
+    if num > len(table):
+        raise errors.InputError(f"--num {num}: {source} has only {len(table)} records")
+    return table.subset(np.arange(num)) if num else table
 
 
 def _segment_fn(engine, gen_params, equation: str, threshold: float) -> Callable:
@@ -225,17 +233,18 @@ def segment(
     overwrite: bool = False,
     global_batch: int = 0,
 ):
-    """Write dataset `output`: bone masks of natural images by eq. 66 or 67 (domains A, B, C)."""
+    """Write dataset `output`: bone masks of the first `num` (0: all) natural images by eq. 66
+    or 67 (domains A, B, C)."""
     if equation not in EQUATIONS:
-        raise ValueError(f"--equation {equation!r}; allowed: {', '.join(EQUATIONS)}")
+        raise errors.InputError(f"--equation {equation!r}; allowed: {', '.join(EQUATIONS)}")
     for domain in "ABC":
         _check_domain(config, domain)
     data_dir = storage.as_path(data_dir or config.data_dir or sources.default_data_dir())
     _refuse_existing(output, data_dir, overwrite)
     name, split = _parse_source(source)
-    table = sources.open_table(name, split, config.data_dir or data_dir)
-    if num:
-        table = table.subset(np.arange(min(num, len(table))))
+    table = _first_records(
+        sources.open_table(name, split, config.data_dir or data_dir), num, source
+    )
 
     def make_fn(engine, gen_params):
         return _segment_fn(engine, gen_params, equation, threshold)
@@ -256,6 +265,7 @@ def segment(
             "workdir": str(workdir),
             "equation": equation,
             "threshold": threshold,
+            "num": num,
         },
         prediction="predicted_mask",
     )
@@ -339,10 +349,10 @@ def read_folder(source, fit: str) -> tuple[list[FolderImage], list[tuple[str, st
     """The readable image files under `source` (any depth, sorted), each with its output name,
     and the (file, reason) of every file that could not be read. `fit` is checked first."""
     if fit not in images.FIT_MODES:
-        raise ValueError(f"--fit {fit!r}; allowed: {', '.join(images.FIT_MODES)}")
+        raise errors.InputError(f"--fit {fit!r}; allowed: {', '.join(images.FIT_MODES)}")
     root = pathlib.Path(source).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"--source {source} is not a folder")
+        raise errors.MissingInput(f"--source {source} is not a folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     found, skipped = [], []
     for path in tqdm(files, desc="reading", unit="file", disable=jax.process_index() != 0):
@@ -355,7 +365,7 @@ def read_folder(source, fit: str) -> tuple[list[FolderImage], list[tuple[str, st
         found.append(FolderImage(name, gray, info.get("pixel_spacing_mm")))
     if not found:
         listed = "; ".join(f"{n}: {why}" for n, why in skipped[:5]) or "it is empty"
-        raise ValueError(f"no readable image in {root} ({listed})")
+        raise errors.InputError(f"no readable image in {root} ({listed})")
     # A PNG name per file: its relative path with .png for its extension, or with .png added
     # where two files would otherwise share a name (x.png beside x.dcm).
     plain = [str(pathlib.PurePosixPath(f.file).with_suffix(".png")) for f in found]
@@ -425,7 +435,7 @@ def segment_folder(
     """Bone masks, overlays and radial inclination of every image file in folder `source`:
     OUT/masks/NAME.png, OUT/overlays/NAME.png and OUT/measurements.csv; returns the CSV rows."""
     if equation not in EQUATIONS:
-        raise ValueError(f"--equation {equation!r}; allowed: {', '.join(EQUATIONS)}")
+        raise errors.InputError(f"--equation {equation!r}; allowed: {', '.join(EQUATIONS)}")
     for domain in "ABC":
         _check_domain(config, domain)
     found, skipped = read_folder(source, fit)
@@ -503,7 +513,7 @@ def translate_folder(
     _check_domain(config, from_domain)
     _check_domain(config, to_domain)
     if from_domain == to_domain:
-        raise ValueError(f"--from and --to are both {from_domain!r}")
+        raise errors.InputError(f"--from and --to are both {from_domain!r}")
     found, skipped = read_folder(source, fit)
     out = storage.as_path(output)
     pair = to_domain + from_domain

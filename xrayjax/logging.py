@@ -1,8 +1,10 @@
 """Run output on process 0: metrics.jsonl, TensorBoard events, progress bar, image grids,
-and the NaN/Inf guard (run on every process, so they all stop together)."""
+and the NaN/Inf guard (run on every process, so they all stop together); the command-line
+wrappers that end a command on bad input (exit 2) or a non-finite loss (exit 3)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -11,14 +13,16 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import cv2
 import jax
 import numpy as np
+from absl import flags
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from data_prep import storage
+from data_prep import errors, storage
 
 
 class NonFiniteLoss(RuntimeError):
@@ -36,28 +40,63 @@ def check_finite(step: int, metrics: dict[str, float]) -> None:
         )
 
 
-def run_cli(body, quiet_libraries: bool = True) -> None:
-    """Run a command's body, turning bad input into one clear line and an exit status.
+def run_cli(body: Callable[[], object], quiet_libraries: bool = True) -> None:
+    """Run a command's body; bad input and a non-finite loss end it with one line and a status.
 
-    Exit 2: bad input (config, data, workdir), raised as ValueError/FileNotFoundError before
-    anything was written past the error. Exit 3: a non-finite loss stopped training.
-    XRAYJAX_TRACEBACK=1 shows the traceback instead.
+    Exit 2: bad input (config, data, workdir), raised as InputError before anything was written
+    past the error (XRAYJAX_TRACEBACK=1 shows its traceback too). Exit 3: a non-finite loss
+    stopped training. Anything else is a bug and keeps its traceback (exit 1).
     """
     from absl import logging as absl_logging
 
     if quiet_libraries:
         # orbax and grain log every save and worker at INFO; the progress bar says enough.
         absl_logging.set_verbosity(absl_logging.WARNING)
+    status = errors.run_cli(body, {NonFiniteLoss: 3})
+    if status:
+        sys.exit(status)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues | None = None) -> list[str]:
+    """absl flag parsing (an `app.run` flags_parser) where a bad flag, a config file that refuses
+    its variant or a missing config file ends the command with one `error:` line and exit 2."""
+    remaining = []
+    parse = functools.partial(_parse_flags, argv, flag_values or flags.FLAGS)
+    status = errors.run_cli(lambda: remaining.extend(parse()))
+    if status:
+        sys.exit(status)
+    return remaining
+
+
+def _parse_flags(argv: list[str], flag_values: flags.FlagValues) -> list[str]:
+    """flag_values(argv), with bad input raised as InputError; a config file's bug propagates."""
+    from ml_collections.config_flags import config_flags
+
     try:
-        body()
-    except NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("XRAYJAX_TRACEBACK"):
+        remaining = flag_values(argv)
+    except flags.Error as err:
+        cause = err  # the first exception raised, as a traceback shows it last
+        while earlier := cause.__cause__ or (
+            None if cause.__suppress_context__ else cause.__context__
+        ):
+            cause = earlier
+        if cause is err or "\n" not in str(err):
+            raise errors.InputError(f"{err} (--helpshort lists the flags)") from err
+        # ml_collections reports an exception raised by a config file's get_config as
+        # "flag --config=PATH:ARG: Error whilst parsing config file:" plus its traceback. A
+        # ValueError there is the config refusing its variant (configs raise plain ValueError,
+        # as they import only ml_collections); anything else is a bug in the config file.
+        if not isinstance(cause, ValueError):
             raise
-        print(f"error: {err}\n(set XRAYJAX_TRACEBACK=1 to see the traceback)", file=sys.stderr)
-        sys.exit(2)
+        raise errors.InputError(f"{str(err).split(': ', 1)[0]}: {cause}") from err
+    for name in flag_values:
+        flag = flag_values[name]
+        if flag.present and isinstance(flag.parser, config_flags.ConfigFileFlagParser):
+            # ml_collections defers a missing file's error to the config's first use.
+            path = config_flags.get_config_filename(flag).split(":", 1)[0]
+            if not os.path.isfile(path):
+                raise errors.MissingInput(f"--{name}: no config file {path}")
+    return remaining
 
 
 class MetricWriter:

@@ -2,6 +2,10 @@
 
 `--config.field=value` overrides a config field (unknown fields and wrong types are rejected).
 Rerunning the same command resumes from the workdir's latest checkpoint.
+
+Exit status: 0 done; 2 bad input (a flag, config variant or value, dataset, workdir), told in
+one `error:` line (XRAYJAX_TRACEBACK=1 adds the traceback); 3 a non-finite loss stopped
+training; 1 anything else, a bug, with its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from data_prep import errors
 from xrayjax import logging as runlog
 from xrayjax import parallel
 
@@ -27,7 +32,12 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("from", None, "translate: source domain name (e.g. B)")
 flags.DEFINE_string("to", None, "translate: target domain name (e.g. A)")
-flags.DEFINE_integer("num", 0, "translate/segment: how many source records (segment: 0 = all)")
+flags.DEFINE_integer(
+    "num",
+    0,
+    "translate/segment: the first NUM source records (0: all; more than the source holds is an "
+    "error naming its size)",
+)
 flags.DEFINE_string(
     "output", None, "translate/segment: dataset name to write, or (from a folder) a folder"
 )
@@ -50,7 +60,7 @@ def run(config, workdir: str, mode: str, split: str | None = None) -> None:
 
         for name in ("source", "output") + (("from", "to") if mode == "translate" else ()):
             if not FLAGS[name].value:
-                raise ValueError(f"--mode {mode} needs --{name}")
+                raise errors.InputError(f"--mode {mode} needs --{name}")
         if os.path.isdir(os.path.expanduser(FLAGS.source)):
             # A folder of image files → PNGs and a CSV in the folder --output.
             kwargs = dict(source=FLAGS.source, output=FLAGS.output, fit=FLAGS.fit)
@@ -74,7 +84,9 @@ def run(config, workdir: str, mode: str, split: str | None = None) -> None:
         from xrayjax.trainers import segmenter
 
         if mode == "evaluate":
-            raise ValueError("a segmenter evaluates itself at the end of training (eval.json)")
+            raise errors.InputError(
+                "a segmenter evaluates itself at the end of training (eval.json)"
+            )
         segmenter.train(config, workdir)
     elif trainer == "classifier":
         from xrayjax.trainers import classifier
@@ -88,19 +100,19 @@ def run(config, workdir: str, mode: str, split: str | None = None) -> None:
         from xrayjax import evaluate
 
         if split:
-            raise ValueError(
+            raise errors.InputError(
                 "--split is for classifiers; a GAN config names each domain's eval_split "
                 "(--config.domains.A.eval_split=...)"
             )
         evaluate.evaluate(config, workdir)
     elif mode == "evaluate":
-        raise ValueError(f"--mode evaluate is not available for config.trainer={trainer!r}")
+        raise errors.InputError(f"--mode evaluate is not available for config.trainer={trainer!r}")
     elif trainer == "gan":
         from xrayjax.trainers import gan
 
         gan.train(config, workdir)
     else:
-        raise ValueError(f"config.trainer={trainer!r} is not known")
+        raise errors.InputError(f"config.trainer={trainer!r} is not known")
 
 
 def main(argv: list[str]) -> None:
@@ -115,4 +127,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=runlog.parse_flags)

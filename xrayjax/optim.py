@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
+from data_prep import errors
+
 
 def constant_then_linear_decay(lr: float, constant_steps: int, total_steps: int) -> optax.Schedule:
     """lr for `constant_steps` updates, then linear decay reaching exactly 0 at the last update.
@@ -14,7 +16,7 @@ def constant_then_linear_decay(lr: float, constant_steps: int, total_steps: int)
     0. When the constant part covers the whole run there is no decay.
     """
     if total_steps < 1:
-        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+        raise errors.InputError(f"total_steps must be at least 1, got {total_steps}")
     constant_steps = max(constant_steps, 0)
     decay_steps = total_steps - 1 - constant_steps
     if decay_steps <= 0:

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from data_prep import errors
+
 DATA_AXIS = "data"
 
 
@@ -76,7 +78,7 @@ def check_global_batch(global_batch: int, mesh: Mesh) -> None:
     """Fail early, with the fix, when the global batch does not divide over the devices."""
     devices = mesh.devices.size
     if global_batch % devices:
-        raise ValueError(
+        raise errors.InputError(
             f"global batch {global_batch} does not divide by the {devices} devices "
             f"({jax.process_count()} process(es)); set config.global_batch to a multiple of "
             f"{devices}"

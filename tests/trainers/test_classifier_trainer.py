@@ -5,6 +5,7 @@ import json
 
 import cv2
 import main_process
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -12,6 +13,7 @@ from main_process import CLASSIFIER, CLASSIFIER_OVERRIDES, CLASSIFIER_STEPS
 
 from configs import classifier_forearm
 from xrayjax import build
+from xrayjax import logging as runlog
 from xrayjax.data import sources, training_set
 from xrayjax.trainers import classifier
 
@@ -195,7 +197,7 @@ def _unlabelled_dataset(data_dir, tmp_path):
     return f"{name}:train"
 
 
-def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path):
+def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path, capsys):
     # Asking for more synthetic images than exist says how many there are, per dataset.
     clean = sources.labelled_table("phantom_forearm_clean:train", str(phantom_data_dir), "")[1]
     normal = int((clean == 0).sum())
@@ -225,12 +227,55 @@ def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         classifier.evaluate(_config(phantom_data_dir), tmp_path / "never_trained")
     assert not (tmp_path / "never_trained").exists()
-    # Through the command line: exit status 2, one line, nothing written.
-    result = _run(tmp_path / "w1", phantom_data_dir, "--config.synthetic.per_class=500")
-    assert result.returncode == 2
-    assert "error: config.synthetic.per_class=500, but only" in result.stderr
-    assert "Traceback" not in result.stderr
+    # What the command line ends with (main.run trains inside runlog.run_cli): exit status 2,
+    # one line, nothing written.
+    config = _config(phantom_data_dir, per_class=500)
+    capsys.readouterr()  # drop the progress bars of the dataset built above
+    with pytest.raises(SystemExit) as exited:
+        runlog.run_cli(lambda: classifier.train(config, tmp_path / "w1"), quiet_libraries=False)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert (
+        err.startswith("error: config.synthetic.per_class=500, but only") and err.count("\n") == 1
+    )
     assert not (tmp_path / "w1").exists()
+
+
+def _strict_json(text: str):
+    """json.loads refusing NaN and ±Infinity, which Python writes by default but JSON lacks."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not strict JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_values_are_written_as_null(phantom_data_dir, tmp_path):
+    """Wrists are never abnormal, so on their test set ROC AUC is undefined: every JSON file of
+    the run parses strictly, with null where a value is undefined."""
+    config = _config(
+        phantom_data_dir,
+        per_class=0,
+        total_steps=2,
+        bootstrap_resamples=10,
+        **{"natural.test": "phantom_wrist_radiograph:test"},
+    )
+    workdir = tmp_path / "run"
+    classifier.train(config, workdir)
+    files = [p for p in workdir.rglob("*") if p.suffix in (".json", ".jsonl")]
+    names = {p.name for p in files}
+    assert {"config.json", "training_set.json", "eval.json", "metrics.jsonl"} <= names, names
+    for path in files:
+        text = path.read_text()
+        for record in text.splitlines() if path.suffix == ".jsonl" else [text]:
+            _strict_json(record)
+    report = _strict_json((workdir / "eval.json").read_text())
+    assert report["roc_auc"] is None and report["accuracy"] is not None
+    last = _strict_json((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "test/roc_auc" in last and last["test/roc_auc"] is None
+    # A NaN setting in config.json is null too.
+    build.write_config(ml_collections.ConfigDict({"lr": float("nan")}), tmp_path)
+    assert _strict_json((tmp_path / "config.json").read_text()) == {"lr": None}
 
 
 def test_evaluate_reports_study_level_metrics_and_other_splits(

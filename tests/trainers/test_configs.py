@@ -44,6 +44,21 @@ def test_cyclegan_variants_filter_labels():
         module.get_config("cls=broken")
 
 
+def test_yes_no_variants_refuse_unknown_spellings():
+    from configs import common
+
+    for value, want in (("", True), ("TRUE", True), ("yes", True), ("1", True), ("No", False)):
+        item = "runlocal" + (f"={value}" if value else "")
+        assert common.parse_arg(item, runlocal=False).runlocal is want
+    # A typo is refused, not read as no: the message names the key, the value and the spellings.
+    with pytest.raises(ValueError) as refused:
+        common.parse_arg("data=phantom,runlocal=ture", runlocal=False, data="mura")
+    message = str(refused.value)
+    assert "runlocal='ture'" in message and "1, true, yes, 0, false, no" in message
+    with pytest.raises(ValueError, match="synthetic='lots' is not a whole number"):
+        common.parse_arg("synthetic=lots", synthetic=0)
+
+
 @pytest.mark.parametrize("name", GAN_CONFIGS)
 def test_runlocal_trains_two_steps(name, tiny_gan):
     config, workdir, state = tiny_gan(name)

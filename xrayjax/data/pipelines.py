@@ -21,6 +21,7 @@ import grain
 import jax
 import numpy as np
 
+from data_prep import errors
 from xrayjax.data.sources import RecordTable
 from xrayjax.data.transforms import Preprocess
 
@@ -28,7 +29,7 @@ from xrayjax.data.transforms import Preprocess
 def per_process_batch(global_batch: int, process_count: int) -> int:
     """The rows of a global batch that each process loads; it must divide evenly."""
     if global_batch % process_count:
-        raise ValueError(
+        raise errors.InputError(
             f"global batch {global_batch} does not divide by the {process_count} processes; "
             f"use a multiple of {process_count}"
         )
@@ -94,7 +95,7 @@ class _Padded:
 
 def _global_stream(table: RecordTable, preprocess: Preprocess, seed: int) -> grain.MapDataset:
     if len(table) == 0:
-        raise ValueError(f"no records to train on in {table.names}")
+        raise errors.InputError(f"no records to train on in {table.names}")
     ds = grain.MapDataset.source(table)
     # Explicit seeds: grain's default seeds depend on the position of a transform in the chain.
     ds = ds.shuffle(seed=seed).repeat()  # a new permutation each epoch

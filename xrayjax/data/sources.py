@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_prep import builder, storage
+from data_prep import builder, errors, storage
 
 IMAGE_FEATURES = ("image", "mask")
 
@@ -25,7 +25,7 @@ _HOW_TO_MAKE = {
 }
 
 
-class DatasetNotFound(FileNotFoundError):
+class DatasetNotFound(errors.MissingInput):
     """A dataset or split that has not been prepared; the message says how to make it."""
 
 
@@ -120,10 +120,12 @@ def open_table(
     )
     if labels is not None:
         if "label" not in source.dataset_info.features:
-            raise ValueError(f"dataset {name!r} has no labels, so it cannot be filtered by label")
+            raise errors.InputError(
+                f"dataset {name!r} has no labels, so it cannot be filtered by label"
+            )
         table = table.subset(np.isin(table.column("label"), list(labels)))
         if len(table) == 0:
-            raise ValueError(f"{name}:{split} has no records with label in {list(labels)}")
+            raise errors.InputError(f"{name}:{split} has no records with label in {list(labels)}")
     return table
 
 
@@ -141,7 +143,9 @@ def parse_spec(spec: str, role: str = "dataset", other: str = "") -> tuple[str, 
     """'name:split' → (name, split); ValueError naming `role` (and `other` accepted forms)."""
     name, sep, split = spec.partition(":")
     if not sep or not name or not split:
-        raise ValueError(f"{role} {spec!r}: write it as DATASET:SPLIT, e.g. mura:valid{other}")
+        raise errors.InputError(
+            f"{role} {spec!r}: write it as DATASET:SPLIT, e.g. mura:valid{other}"
+        )
     return name, split
 
 
@@ -150,16 +154,16 @@ def labelled_table(spec: str, data_dir, role: str) -> tuple[RecordTable, np.ndar
     name, split = parse_spec(spec, role)
     table = open_table(name, split, data_dir)
     if "label" not in table.sources[0].dataset_info.features:
-        raise ValueError(f"{role} {spec} has no labels; the classifier needs labels 0/1")
+        raise errors.InputError(f"{role} {spec} has no labels; the classifier needs labels 0/1")
     labels = table.column("label").astype(np.int64)
     if not np.isin(labels, (0, 1)).any():
-        raise ValueError(
+        raise errors.InputError(
             f"{role} {spec} has no labels: none of its {len(labels)} records is labelled 0 "
             "(normal) or 1 (abnormal) (an image_folder dataset without normal/ and abnormal/ "
             "folders carries label -1)"
         )
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError(
+        raise errors.InputError(
             f"{role} {spec}: {int((~np.isin(labels, (0, 1))).sum())} unlabelled records"
         )
     return table, labels
@@ -171,9 +175,9 @@ def masked_table(spec: str, data_dir) -> RecordTable:
     table = open_table(name, split, data_dir)
     features = table.sources[0].dataset_info.features
     if "mask" not in features:
-        raise ValueError(f"{spec} has no 'mask' feature: a segmenter needs exact bone masks")
+        raise errors.InputError(f"{spec} has no 'mask' feature: a segmenter needs exact bone masks")
     if "has_mask" in features:
         table = table.subset(table.column("has_mask").astype(bool))
         if len(table) == 0:
-            raise ValueError(f"{spec}: none of its records has a mask")
+            raise errors.InputError(f"{spec}: none of its records has a mask")
     return table

@@ -8,6 +8,7 @@ import dataclasses
 import ml_collections
 import numpy as np
 
+from data_prep import errors
 from xrayjax.data import sources, transforms
 from xrayjax.data.sources import labelled_table, parse_spec
 
@@ -33,7 +34,7 @@ def training_set(config: ml_collections.ConfigDict) -> tuple[sources.RecordTable
     natural, natural_labels = labelled_table(config.natural.train, data_dir, "natural dataset")
     per_class = int(config.synthetic.per_class)
     if per_class < 0:
-        raise ValueError(f"config.synthetic.per_class={per_class} must be 0 or more")
+        raise errors.InputError(f"config.synthetic.per_class={per_class} must be 0 or more")
     summary = {
         "natural": {"dataset": config.natural.train, **_counts(natural_labels)},
         "synthetic": {"datasets": list(config.synthetic.datasets), "per_class": per_class},
@@ -41,7 +42,7 @@ def training_set(config: ml_collections.ConfigDict) -> tuple[sources.RecordTable
     parts = [natural]
     if per_class:
         if not config.synthetic.datasets:
-            raise ValueError(
+            raise errors.InputError(
                 "config.synthetic.per_class > 0 but config.synthetic.datasets is empty"
             )
         pools = [
@@ -55,7 +56,7 @@ def training_set(config: ml_collections.ConfigDict) -> tuple[sources.RecordTable
                     f"{spec}: {int((labels == c).sum())}"
                     for spec, (_, labels) in zip(config.synthetic.datasets, pools, strict=True)
                 )
-                raise ValueError(
+                raise errors.InputError(
                     f"config.synthetic.per_class={per_class}, but only {len(pool)} {name} "
                     f"(label {c}) synthetic images exist ({found}); lower "
                     "--config.synthetic.per_class or add datasets to config.synthetic.datasets"
@@ -65,7 +66,7 @@ def training_set(config: ml_collections.ConfigDict) -> tuple[sources.RecordTable
     totals = {name: summary["natural"][name] + per_class for name in CLASS_NAMES}
     for name, count in totals.items():
         if count == 0:
-            raise ValueError(
+            raise errors.InputError(
                 f"the training set has no {name} images ({config.natural.train} holds none and "
                 "no synthetic ones are added); both classes are needed"
             )
@@ -84,14 +85,14 @@ def eval_table(config, split: str | None = None) -> tuple[sources.RecordTable, n
     name, _ = parse_spec(spec)
     added = [parse_spec(s) for s in config.synthetic.datasets]
     if parse_spec(spec) in added:
-        raise ValueError(
+        raise errors.InputError(
             f"the test set {spec} is one of config.synthetic.datasets, the images added to the "
             "training set; evaluate on held-out natural images only"
         )
     # Other splits of the natural dataset may be added (a natural-rich ceiling); a synthetic one
     # must never be the test set.
     if name != parse_spec(config.natural.train)[0] and name in {n for n, _ in added}:
-        raise ValueError(
+        raise errors.InputError(
             f"the test set {spec} comes from a synthetic dataset ({name} is in "
             "config.synthetic.datasets); evaluate on natural images only"
         )

@@ -11,12 +11,14 @@ import dataclasses
 import cv2
 import numpy as np
 
+from data_prep import errors
+
 
 def decode_png(data: bytes, binary: bool = False) -> np.ndarray:
     """PNG bytes → uint8 (H, W); binary masks stored as {0, 1} are scaled to {0, 255}."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if image is None:
-        raise ValueError("record holds an undecodable PNG")
+        raise errors.InputError("record holds an undecodable PNG")
     return image * np.uint8(255) if binary else image
 
 

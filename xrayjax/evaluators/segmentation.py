@@ -23,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from xrayjax.evaluators import statistics
+
 METRICS = ("dice", "iou", "boundary_distance_95")
 
 
@@ -88,14 +90,6 @@ def boundary_distance_95(pred: Any, truth: Any) -> float:
     return float(np.percentile(pooled, 95))
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    """Mean and std (population) over the finite values; NaN when there are none."""
-    finite = np.asarray([v for v in values if math.isfinite(v)], np.float64)
-    if finite.size == 0:
-        return {"mean": math.nan, "std": math.nan}
-    return {"mean": float(finite.mean()), "std": float(finite.std())}
-
-
 def segmentation_report(preds: Sequence[Any], truths: Sequence[Any | None]) -> dict[str, Any]:
     """Per-image Dice, IoU and HD95 with mean ± std; images whose truth is None are counted apart.
 
@@ -122,10 +116,8 @@ def segmentation_report(preds: Sequence[Any], truths: Sequence[Any | None]) -> d
         per_image["boundary_distance_95"].append(boundary_distance_95(*pair))
     report: dict[str, Any] = {}
     for name, values in per_image.items():
-        summary = _summary(values)
         report[name] = values
-        report[f"{name}_mean"] = summary["mean"]
-        report[f"{name}_std"] = summary["std"]
+        report[f"{name}_mean"], report[f"{name}_std"] = statistics.mean_std(values)
     hd95 = per_image["boundary_distance_95"]
     report["boundary_distance_95_num_infinite"] = sum(1 for v in hd95 if math.isinf(v))
     report["indices"] = indices

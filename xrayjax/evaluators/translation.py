@@ -24,14 +24,13 @@ Images are float in [−1, 1] (generator outputs) or uint8 [0, 255], one channel
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import cv2
 import numpy as np
 
 from xrayjax.data import transforms
-from xrayjax.evaluators import classification, segmentation
+from xrayjax.evaluators import classification, segmentation, statistics
 
 KID_SUBSET_SIZE = 1000  # Bińkowski et al.'s default
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
@@ -214,11 +213,11 @@ def anatomy_preservation_dice(
             bone = segmentation.binarize(image, cut)
         thresholds.append(float(cut))
         scores.append(segmentation.dice(bone, mask))
-    values = np.asarray(scores)
+    mean, std = statistics.mean_std(scores)
     return {
         "dice": scores,
-        "dice_mean": float(values.mean()) if values.size else math.nan,
-        "dice_std": float(values.std()) if values.size else math.nan,
+        "dice_mean": mean,
+        "dice_std": std,
         "thresholds": thresholds,
         "num_images": len(scores),
     }

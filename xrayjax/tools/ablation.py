@@ -26,9 +26,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from data_prep import errors
 from xrayjax import logging as runlog
 from xrayjax import parallel
-from xrayjax.evaluators import classification
+from xrayjax.evaluators import classification, statistics
 
 # Thesis Table 2 (best run of each setting) and the std of accuracy over its 5 repeats.
 THESIS_TABLE2 = {
@@ -63,9 +64,11 @@ class Arm:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"arm {self.name}: kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+            raise errors.InputError(
+                f"arm {self.name}: kind {self.kind!r}; allowed: {', '.join(KINDS)}"
+            )
         if self.per_class < 0 or (self.kind == "natural") != (self.per_class == 0):
-            raise ValueError(
+            raise errors.InputError(
                 f"arm {self.name}: a natural arm adds nothing, every other arm adds images "
                 f"(per_class={self.per_class})"
             )
@@ -125,9 +128,11 @@ def run_all(
 
     workdir = pathlib.Path(workdir)
     if num_seeds < 1 or not arms:
-        raise ValueError("the ablation needs at least one --synthetic setting and --seeds ≥ 1")
+        raise errors.InputError(
+            "the ablation needs at least one --synthetic setting and --seeds ≥ 1"
+        )
     if len({arm.name for arm in arms}) != len(arms):
-        raise ValueError(f"arm names repeat: {[arm.name for arm in arms]}")
+        raise errors.InputError(f"arm names repeat: {[arm.name for arm in arms]}")
     for arm in arms:  # a setting that cannot be drawn fails before anything trains
         training_set(run_config(config, arm, 0))
     pairs = [(arm, s) for arm in arms for s in range(num_seeds)]
@@ -145,14 +150,6 @@ def run_all(
                 raise RuntimeError(f"{run_dir} finished without a final eval.json")
         results[arm.name].append((seed, report))
     return results
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (ddof 1) of the finite values; NaN where undefined."""
-    finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
-    mean = float(finite.mean()) if finite.size else math.nan
-    std = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
-    return mean, std
 
 
 def _scores(runs: list[tuple[int, dict]]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -210,8 +207,8 @@ def summarise(results: dict[str, list[tuple[int, dict]]], arms: list[Arm]) -> li
         }
         row["seeds"] = " ".join(str(seed) for seed, _ in runs)
         for metric in METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(
-                [report.get(metric) for _, report in runs]
+            row[f"{metric}_mean"], row[f"{metric}_std"] = statistics.mean_std(
+                [report.get(metric) for _, report in runs], ddof=1
             )
         # Best by accuracy; the first seed wins a tie.
         best_seed, best = max(runs, key=lambda run: (run[1]["accuracy"], -run[0]))
@@ -319,7 +316,7 @@ def run_ablation(
 ) -> list[dict]:
     """The thesis's arms (`settings`: synthetic images per class, 0 = natural only)."""
     if any(n < 0 for n in settings):
-        raise ValueError(f"--synthetic values must be ≥ 0, got {settings}")
+        raise errors.InputError(f"--synthetic values must be ≥ 0, got {settings}")
     return run_arms(config, settings_arms(settings), num_seeds, workdir)
 
 
@@ -339,11 +336,19 @@ def main(argv: list[str]) -> None:
 
     def body():
         if FLAGS.config.get("trainer") != "classifier":
-            raise ValueError("the ablation runs classifier configs (config.trainer='classifier')")
-        run_ablation(FLAGS.config, [int(n) for n in FLAGS.synthetic], FLAGS.seeds, FLAGS.workdir)
+            raise errors.InputError(
+                "the ablation runs classifier configs (config.trainer='classifier')"
+            )
+        try:
+            settings = [int(n) for n in FLAGS.synthetic]
+        except ValueError:
+            raise errors.InputError(
+                f"--synthetic takes whole numbers, got {','.join(FLAGS.synthetic)}"
+            ) from None
+        run_ablation(FLAGS.config, settings, FLAGS.seeds, FLAGS.workdir)
 
     runlog.run_cli(body, quiet_libraries=not FLAGS["verbosity"].present)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=runlog.parse_flags)

@@ -25,6 +25,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from xrayjax import logging as runlog
 from xrayjax import parallel
 
 config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
@@ -181,4 +182,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=runlog.parse_flags)

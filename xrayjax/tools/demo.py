@@ -31,7 +31,8 @@ from typing import Any
 
 from absl import flags
 
-from data_prep import storage
+from data_prep import errors
+from xrayjax import logging as runlog
 from xrayjax.tools import ablation as ablation_lib
 
 
@@ -467,7 +468,6 @@ def _evaluated(workdir: pathlib.Path) -> bool:
 
 
 def _geometry(workdir: pathlib.Path) -> None:
-    from xrayjax import logging as runlog
     from xrayjax.evaluators import figures
     from xrayjax.tools import phantoms
 
@@ -548,7 +548,7 @@ def check_stage_names(names: list[str]) -> None:
     """ValueError naming every stage when one of `names` is not a stage."""
     unknown = sorted(set(names) - {stage.name for stage in STAGES})
     if unknown:
-        raise ValueError(
+        raise errors.InputError(
             f"unknown stage(s) {', '.join(unknown)}; the stages are: "
             + ", ".join(stage.name for stage in STAGES)
         )
@@ -557,18 +557,18 @@ def check_stage_names(names: list[str]) -> None:
 def start(workdir: pathlib.Path, preset: str = "demo", seed: int = 0) -> None:
     """Record the workdir's preset and seed, or refuse a workdir started with other ones."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; the presets are: {', '.join(PRESETS)}")
+        raise errors.InputError(f"unknown preset {preset!r}; the presets are: {', '.join(PRESETS)}")
     path = workdir / "run.json"
     if path.exists():
         info = json.loads(path.read_text())
         if (info["preset"], int(info["seed"])) != (preset, seed):
-            raise ValueError(
+            raise errors.InputError(
                 f"{workdir} holds a run with --preset {info['preset']} --seed {info['seed']}; "
                 f"use another --workdir for --preset {preset} --seed {seed}"
             )
         return
     workdir.mkdir(parents=True, exist_ok=True)
-    storage.write_text(path, json.dumps({"preset": preset, "seed": seed}) + "\n")
+    runlog.write_json(path, {"preset": preset, "seed": seed})
 
 
 def _record_time(workdir: pathlib.Path, name: str, seconds: float) -> dict[str, float]:
@@ -580,7 +580,7 @@ def _record_time(workdir: pathlib.Path, name: str, seconds: float) -> dict[str, 
         fcntl.flock(lock, fcntl.LOCK_EX)
         times = json.loads(path.read_text()) if path.exists() else {}
         times[name] = round(seconds, 1)
-        storage.write_text(path, json.dumps(times, indent=1) + "\n")
+        runlog.write_json(path, times)
     return times
 
 
@@ -677,16 +677,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if "://" in args.workdir:
             # Its stages share files through locks and a second process: local disk only.
-            raise ValueError(
+            raise errors.InputError(
                 f"--workdir {args.workdir}: the demo runs on a local folder; train single "
                 "configs with python -m xrayjax.main to use cloud storage"
             )
         args.workdir = pathlib.Path(args.workdir)
         check_stage_names(only or [])
         if args.seed < 0:
-            raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+            raise errors.InputError(f"--seed must be 0 or more, got {args.seed}")
         start(args.workdir, args.preset, args.seed)
-    except ValueError as err:
+    except errors.InputError as err:
         parser.error(str(err))
     flags.FLAGS.mark_as_parsed()  # grain workers read absl flags
     from xrayjax import parallel

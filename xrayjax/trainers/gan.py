@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from data_prep import storage
+from data_prep import errors, storage
 from xrayjax import build, parallel
 from xrayjax import logging as runlog
 from xrayjax.data import pipelines, sources, transforms
@@ -25,7 +25,7 @@ from xrayjax.steps.gan import GanEngine, GanState
 def domain_tables(config: ml_collections.ConfigDict) -> dict[str, sources.RecordTable]:
     """Open every configured domain's records (label-filtered), failing early when missing."""
     if len(config.domains) < 2:
-        raise ValueError("a GAN config needs at least two domains under config.domains")
+        raise errors.InputError("a GAN config needs at least two domains under config.domains")
     tables = {}
     for name, spec in config.domains.items():
         labels = list(spec.labels) if spec.labels else None
