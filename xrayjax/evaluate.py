@@ -235,16 +235,11 @@ def _domain_pass(engine, gen_params, mesh, batch_size, config, domains, name, to
     return acc
 
 
-def _mean_std(values) -> dict:
-    mean, std = statistics.mean_std(values)
-    return {"mean": mean, "std": std}
-
-
 def _dice_summary(values: list[float]) -> dict:
-    summary = _mean_std(values)
+    mean, std = statistics.mean_std(values)
     return {
-        "dice_mean": summary["mean"],
-        "dice_std": summary["std"],
+        "dice_mean": mean,
+        "dice_std": std,
         "num_images": len(values),
         "dice": values,
     }
@@ -313,7 +308,8 @@ def _translation(config, domains, passes, tools: _Tools) -> dict:
     for source, acc in passes.items():
         for target in (t for t in config.domains.keys() if t != source):
             pair = target + source
-            l1, ssim = _mean_std(acc[f"{target}/l1"]), _mean_std(acc[f"{target}/ssim"])
+            l1_mean, l1_std = statistics.mean_std(acc[f"{target}/l1"])
+            ssim_mean, ssim_std = statistics.mean_std(acc[f"{target}/ssim"])
             section: dict[str, Any] = {
                 "generator": f"G_{pair}",
                 "source": f"{source} ({domains[source].source})",
@@ -321,10 +317,10 @@ def _translation(config, domains, passes, tools: _Tools) -> dict:
                 "num_images": len(acc["index"]),
                 "cycle": {
                     "reconstruction": f"G_{source}{target}(G_{pair}(j)) against j",
-                    "l1_mean": l1["mean"],
-                    "l1_std": l1["std"],
-                    "ssim_mean": ssim["mean"],
-                    "ssim_std": ssim["std"],
+                    "l1_mean": l1_mean,
+                    "l1_std": l1_std,
+                    "ssim_mean": ssim_mean,
+                    "ssim_std": ssim_std,
                     "l1": acc[f"{target}/l1"],
                     "ssim": acc[f"{target}/ssim"],
                 },
@@ -379,7 +375,7 @@ def _segmentation(domain: _Domain, acc, threshold: float) -> dict:
         "methods": methods,
         "num_images": len(truths),
         "bone_fraction_mean": {
-            key: _mean_std([m.mean() for m in acc[key]])["mean"] for key in methods
+            key: statistics.mean_std([m.mean() for m in acc[key]])[0] for key in methods
         },
     }
     if any(t is not None for t in truths):

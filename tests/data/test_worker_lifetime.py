@@ -7,12 +7,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-
-from data_prep import builder, images
-
-SIZE = 16
 
 # A stand-in trainer: two grain workers feeding a slow consumer that never finishes by itself.
 TRAINER = """
@@ -21,7 +16,7 @@ from absl import flags
 flags.FLAGS.mark_as_parsed()  # as under absl.app.run; grain reads flags in its workers
 from xrayjax.data import pipelines, sources, transforms
 
-table = sources.open_table("toy", "train", sys.argv[1])
+table = sources.open_table("phantom_forearm_clean", "train", sys.argv[1])
 pre = transforms.Preprocess(image_size=12, load_size=14)
 it = pipelines.train_iterator(table, pre, global_batch=4, seed=0, workers=2, process_index=0,
                               process_count=1)
@@ -31,23 +26,6 @@ while True:
     next(it)
     time.sleep(0.2)
 """
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A dataset `toy` of 8 random 16×16 images, built as in test_pipelines."""
-    data = tmp_path_factory.mktemp("tfds")
-    rng = np.random.default_rng(0)
-
-    def generate(recorder):
-        for i in range(8):
-            recorder.seen += 1
-            image = rng.integers(0, 255, (SIZE, SIZE), dtype=np.uint8)
-            yield f"r{i}", {"image": images.encode_png(image), "label": i % 2}
-
-    features = {"image": builder.image_feature(SIZE), "label": np.int64}
-    builder.build_dataset("toy", features, {"train": generate}, data, source="test", description="")
-    return data
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
@@ -83,9 +61,9 @@ def _alive(process: tuple[int, int]) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_workers_exit_when_trainer_is_killed(data_dir):
+def test_workers_exit_when_trainer_is_killed(phantom_data_dir):
     trainer = subprocess.Popen(
-        [sys.executable, "-c", TRAINER, str(data_dir)],
+        [sys.executable, "-c", TRAINER, str(phantom_data_dir)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
