@@ -1,7 +1,12 @@
 """Test setup: four fake CPU devices, set before anything imports jax."""
 
+import fcntl
 import importlib
+import json
 import os
+import pathlib
+import shutil
+import subprocess
 import tempfile
 
 os.environ["XLA_FLAGS"] = (
@@ -36,28 +41,57 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def shared_dir(tmp_path_factory, name: str, build) -> pathlib.Path:
+    """A folder that `build(folder)` fills once per test session, however many pytest-xdist
+    workers ask for it: the first takes a file lock and builds, the others wait and reuse it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder, done = root / name, root / f"{name}.complete"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed part-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def phantom_data_dir(tmp_path_factory):
     """Tiny 64×64 phantom datasets with the names the data=phantom configs read."""
     from data_prep import phantom
 
-    data_dir = tmp_path_factory.mktemp("phantom_tfds")
-    for spec in (
-        phantom.PhantomSpec("forearm", "radiograph", num=24, num_test=12, seed=1),
-        phantom.PhantomSpec("forearm", "clean", num=24, num_test=8, seed=2),
-        phantom.PhantomSpec("wrist", "radiograph", num=12, num_test=8, seed=3),
-        phantom.PhantomSpec("wrist", "clean", num=12, num_test=8, seed=4),
-    ):
-        phantom.build(spec, data_dir, size=64, overwrite=False)
-    return data_dir
+    def build(data_dir):
+        for spec in (
+            phantom.PhantomSpec("forearm", "radiograph", num=24, num_test=12, seed=1),
+            phantom.PhantomSpec("forearm", "clean", num=24, num_test=8, seed=2),
+            phantom.PhantomSpec("wrist", "radiograph", num=12, num_test=8, seed=3),
+            phantom.PhantomSpec("wrist", "clean", num=12, num_test=8, seed=4),
+        ):
+            phantom.build(spec, data_dir, size=64, overwrite=False)
+
+    return shared_dir(tmp_path_factory, "phantom_tfds", build)
 
 
-def _reference_run(config: str, overrides: tuple, data_dir, workdir):
+def _reference_run(name: str, config: str, overrides: tuple, data_dir, tmp_path_factory):
+    """Run `config` to the end once per session; (workdir, its CompletedProcess)."""
     import main_process
 
-    result = main_process.run(config, workdir, data_dir, *overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir, result
+    def build(folder):
+        result = main_process.run(config, folder / "run", data_dir, *overrides)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (folder / "result.json").write_text(
+            json.dumps({"returncode": 0, "stdout": result.stdout, "stderr": result.stderr})
+        )
+        # Tests rewrite eval.json in the shared run; keep the one the run itself wrote.
+        if (folder / "run" / "eval.json").exists():
+            shutil.copy(folder / "run" / "eval.json", folder / "eval_at_end.json")
+
+    folder = shared_dir(tmp_path_factory, name, build)
+    result = json.loads((folder / "result.json").read_text())
+    return folder / "run", subprocess.CompletedProcess(config, **result)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +99,7 @@ def gan_reference(phantom_data_dir, tmp_path_factory):
     """The runlocal CycleGAN trained to the end, uninterrupted, in one process × 4 devices."""
     from main_process import GAN, GAN_OVERRIDES
 
-    return _reference_run(GAN, GAN_OVERRIDES, phantom_data_dir, tmp_path_factory.mktemp("gan"))
+    return _reference_run("gan", GAN, GAN_OVERRIDES, phantom_data_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -74,28 +108,33 @@ def classifier_reference(phantom_data_dir, tmp_path_factory):
     from main_process import CLASSIFIER, CLASSIFIER_OVERRIDES
 
     workdir, result = _reference_run(
-        CLASSIFIER, CLASSIFIER_OVERRIDES, phantom_data_dir, tmp_path_factory.mktemp("classifier")
+        "classifier", CLASSIFIER, CLASSIFIER_OVERRIDES, phantom_data_dir, tmp_path_factory
     )
-    return workdir, result, (workdir / "eval.json").read_text()
+    return workdir, result, (workdir.parent / "eval_at_end.json").read_text()
 
 
 @pytest.fixture(scope="session")
-def tiny_gan(phantom_data_dir, tmp_path_factory):
-    """tiny_gan(config name) → (config, workdir, final state): the runlocal variant with one
-    residual block trained 2 steps, once per session and name (tests only read its workdir)."""
-    trained = {}
+def tiny_gan(phantom_data_dir, tmp_path_factory, request):
+    """tiny_gan(config name) → (config, workdir, final state as saved): the runlocal variant with
+    one residual block, once per session and name (tests only read its workdir). The CycleGAN's
+    is the reference run (12 steps); the multi-cycleGANs train 2 steps."""
 
     def train(name: str):
-        if name not in trained:
-            from xrayjax.trainers import gan
+        import main_process
 
-            config = importlib.import_module(f"configs.{name}").get_config("data=phantom,runlocal")
+        from xrayjax.trainers import gan
+
+        if name == "cyclegan_forearm":
+            config = main_process.gan_config(phantom_data_dir)
+            workdir, _ = request.getfixturevalue("gan_reference")
+        else:
+            module = importlib.import_module(f"configs.{name}")
+            config = module.get_config("data=phantom,runlocal")
             config.data_dir = str(phantom_data_dir)
             config.total_steps = 2
             config.log_every = 1
             config.model.num_blocks = 1  # compiles faster; the block count has its own tests
-            workdir = tmp_path_factory.mktemp(name)
-            trained[name] = config, workdir, gan.train(config, workdir)
-        return trained[name]
+            workdir = shared_dir(tmp_path_factory, f"tiny_{name}", lambda d: gan.train(config, d))
+        return config, workdir, main_process.checkpoint_state(workdir, config.total_steps)
 
     return train

@@ -24,7 +24,6 @@ from gcp_storage_emulator.handlers import objects
 from gcp_storage_emulator.server import create_server
 from main_process import GAN, GAN_OVERRIDES, ROOT
 
-from configs import cyclegan_forearm
 from data_prep import builder, errors, phantom, stage, storage
 from xrayjax import evaluate, inference
 from xrayjax import logging as runlog
@@ -161,8 +160,7 @@ def test_killed_run_resumes_from_the_bucket_and_ends_as_on_local_disk(
 
 
 def test_evaluate_and_translate_read_the_bucket(trained_in_bucket, tmp_path):
-    config = cyclegan_forearm.get_config("cls=normal,data=phantom,runlocal")
-    config.data_dir = DATA_DIR
+    config = main_process.gan_config(DATA_DIR)
     report = evaluate.evaluate(config, WORKDIR)
     assert report["step"] == 12
     remote = storage.as_path(WORKDIR)

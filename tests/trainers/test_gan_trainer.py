@@ -5,6 +5,7 @@ import shutil
 
 import main_process
 import numpy as np
+import pytest
 from main_process import GAN, GAN_OVERRIDES, GAN_STEPS
 
 
@@ -69,20 +70,32 @@ def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path, gan_re
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
-    gan_reference, phantom_data_dir, tmp_path
+    gan_reference, phantom_data_dir, tmp_path, monkeypatch
 ):
+    # In this process, with the reference run's config: its compiled step is reused from the
+    # cache (a changed learning rate or step count would be a new program).
+    from xrayjax import logging as runlog
+    from xrayjax import parallel
+    from xrayjax.trainers import gan
+
+    config = main_process.gan_config(phantom_data_dir)
     # The reference run as it stood at its first checkpoint.
     reference, _ = gan_reference
     workdir = tmp_path / "nan"
     shutil.copytree(reference, workdir)
     for step in (8, 12):
         shutil.rmtree(workdir / "checkpoints" / str(step))
-    # Resume with a NaN learning rate: step 5's logged rate is NaN (and its update makes the
-    # parameters NaN), so the run stops there.
-    result = _run(workdir, phantom_data_dir, "--config.optim.gen.lr=nan")
-    assert result.returncode == 3, result.stderr[-3000:]
-    assert "resuming at step 4" in result.stdout
-    assert "step 5: non-finite" in result.stderr and "train/lr_g=nan" in result.stderr
+    # Step 5's batch of domain A is NaN, as a corrupt input would make it after decoding.
+    real = parallel.global_batch_array
+
+    def poisoned(mesh, local_batch):
+        local_batch["A"]["image"] = np.full_like(local_batch["A"]["image"], np.nan)
+        return real(mesh, local_batch)
+
+    monkeypatch.setattr(parallel, "global_batch_array", poisoned)
+    with pytest.raises(runlog.NonFiniteLoss, match="step 5: non-finite") as stopped:
+        gan.train(config, workdir)
+    assert "train/loss_g=nan" in str(stopped.value)
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [4]
     # The finite steps stay logged; nothing from the failed step on.
     assert [r["step"] for r in main_process.metrics(workdir)] == [1, 2, 3, 4]
