@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), whole files per process so that a
+# file's fixtures are built once; the session's shared runs are built once for all processes.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 demo: $(STAMP)
 	$(BIN)/python -m xrayjax.tools.demo --workdir runs/demo
