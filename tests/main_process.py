@@ -43,8 +43,13 @@ def gan_config(data_dir):
     from configs import cyclegan_forearm
 
     config = cyclegan_forearm.get_config(GAN.split(":", 1)[1])
-    config.log_every = 1
-    config.model.num_blocks = 1
+    for override in GAN_OVERRIDES:
+        path, value = override.removeprefix("--config.").split("=", 1)
+        *parents, leaf = path.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        node[leaf] = type(node[leaf])(value)
     config.data_dir = str(data_dir)
     return config
 

@@ -70,7 +70,7 @@ def test_bad_input_is_refused_before_training(phantom_data_dir, tmp_path, gan_re
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
-    gan_reference, phantom_data_dir, tmp_path, monkeypatch
+    gan_reference, phantom_data_dir, tmp_path, monkeypatch, capsys
 ):
     # In this process, with the reference run's config: its compiled step is reused from the
     # cache (a changed learning rate or step count would be a new program).
@@ -96,6 +96,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     with pytest.raises(runlog.NonFiniteLoss, match="step 5: non-finite") as stopped:
         gan.train(config, workdir)
     assert "train/loss_g=nan" in str(stopped.value)
+    assert "resuming at step 4" in capsys.readouterr().out
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [4]
     # The finite steps stay logged; nothing from the failed step on.
     assert [r["step"] for r in main_process.metrics(workdir)] == [1, 2, 3, 4]
