@@ -8,6 +8,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
@@ -41,9 +42,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def shared_dir(tmp_path_factory, name: str, build) -> pathlib.Path:
-    """A folder that `build(folder)` fills once per test session, however many pytest-xdist
-    workers ask for it: the first takes a file lock and builds, the others wait and reuse it."""
+def shared_dir(
+    tmp_path_factory, name: str, build: Callable[[pathlib.Path], object]
+) -> pathlib.Path:
+    """A folder `build` fills once per session, shared by every pytest-xdist worker."""
+    # The first worker to ask takes a file lock and builds; the others wait, then reuse it.
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the session's folder, above each worker's own
