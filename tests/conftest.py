@@ -1,7 +1,6 @@
 """Test setup: four fake CPU devices, set before anything imports jax."""
 
 import fcntl
-import importlib
 import json
 import os
 import pathlib
@@ -125,18 +124,18 @@ def tiny_gan(phantom_data_dir, tmp_path_factory, request):
     def train(name: str):
         import main_process
 
+        from xrayjax.tools import demo
         from xrayjax.trainers import gan
 
         if name == "cyclegan_forearm":
             config = main_process.gan_config(phantom_data_dir)
             workdir, _ = request.getfixturevalue("gan_reference")
         else:
-            module = importlib.import_module(f"configs.{name}")
-            config = module.get_config("data=phantom,runlocal")
-            config.data_dir = str(phantom_data_dir)
-            config.total_steps = 2
-            config.log_every = 1
-            config.model.num_blocks = 1  # compiles faster; the block count has its own tests
+            # One block compiles faster; the block count has its own tests.
+            fields = {"total_steps": 2, "log_every": 1, "model.num_blocks": 1}
+            config = demo.configure(
+                name, "data=phantom,runlocal", {**fields, "data_dir": str(phantom_data_dir)}
+            )
             workdir = shared_dir(tmp_path_factory, f"tiny_{name}", lambda d: gan.train(config, d))
         return config, workdir, main_process.checkpoint_state(workdir, config.total_steps)
 

@@ -26,7 +26,8 @@ TIMEOUT_S = 900
 # 12 steps, checkpoints at 4, 8 and 12, a metrics line per step; one residual block compiles
 # faster (the block count has its own tests).
 GAN = "configs/cyclegan_forearm.py:cls=normal,data=phantom,runlocal"
-GAN_OVERRIDES = ("--config.log_every=1", "--config.model.num_blocks=1")
+GAN_FIELDS = {"log_every": 1, "model.num_blocks": 1}
+GAN_OVERRIDES = tuple(f"--config.{path}={value}" for path, value in GAN_FIELDS.items())
 GAN_STEPS = 12
 # 24 natural + 2·4 synthetic images, batch 8: 4 steps per epoch, 4 epochs; checkpoints every 4.
 CLASSIFIER = "configs/classifier_forearm.py:data=phantom,runlocal"
@@ -40,18 +41,12 @@ CLASSIFIER_STEPS = 16
 
 def gan_config(data_dir):
     """The config object that `GAN` with `GAN_OVERRIDES` trains (for in-process runs)."""
-    from configs import cyclegan_forearm
+    from xrayjax.tools import demo
 
-    config = cyclegan_forearm.get_config(GAN.split(":", 1)[1])
-    for override in GAN_OVERRIDES:
-        path, value = override.removeprefix("--config.").split("=", 1)
-        *parents, leaf = path.split(".")
-        node = config
-        for name in parents:
-            node = node[name]
-        node[leaf] = type(node[leaf])(value)
-    config.data_dir = str(data_dir)
-    return config
+    path, variant = GAN.split(":", 1)
+    return demo.configure(
+        pathlib.Path(path).stem, variant, {**GAN_FIELDS, "data_dir": str(data_dir)}
+    )
 
 
 def command(config: str, workdir, data_dir, *overrides: str) -> list[str]:
