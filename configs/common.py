@@ -83,6 +83,19 @@ def run_fields(config: ml_collections.ConfigDict) -> None:
     config.dtype = "float32"  # compute dtype; 'bfloat16' on GPU/TPU (parameters stay float32)
 
 
+def layer_forms() -> dict[str, str]:
+    """config.model's layer forms (xrayjax/models/layers.py), all "auto".
+
+    Every form gives the same numbers up to float summation order; "auto" picks the fastest
+    measured one per backend. The plain forms ("transpose", "valid", "xla") compile faster.
+    """
+    return {
+        "upsample": "auto",  # or "transpose" | "subpixel"
+        "reflect_conv": "auto",  # or "valid" | "same_crop" | "taps"
+        "weight_grad": "auto",  # or "xla" | "matmul"
+    }
+
+
 def gan_config() -> ml_collections.ConfigDict:
     """The CycleGAN defaults of thesis 3.2.2.1 (two domains); experiments fill in the domains."""
     config = ml_collections.ConfigDict()
@@ -100,7 +113,7 @@ def gan_config() -> ml_collections.ConfigDict:
             "features": 64,  # ResNet generator, 9 blocks (sec. 3.2.2.1)
             "num_blocks": 9,
             "dropout_rate": 0.2,  # thesis: dropout 0.2 in the residual blocks
-            "upsample": "auto",  # exact fast form chosen per backend
+            **layer_forms(),
             "disc_features": 64,  # 70×70 PatchGAN
             "disc_layers": 3,  # 3 → 70×70 receptive field; 4 → the thesis's "6 conv layers"
         }

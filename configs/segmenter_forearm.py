@@ -32,7 +32,9 @@ def get_config(arg: str | None = None):
     config.load_size = 286
     config.global_batch = 8
     config.total_steps = 4000
-    config.model = ml_collections.ConfigDict({"features": 32, "num_blocks": 4})
+    config.model = ml_collections.ConfigDict(
+        {"features": 32, "num_blocks": 4, **common.layer_forms()}
+    )
     config.optim = ml_collections.ConfigDict({"lr": 1e-3, "b1": 0.9, "b2": 0.999})
     if args.runlocal:
         config.image_size = 32

@@ -9,8 +9,11 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 
+# LLVM at -O1 rather than XLA's default -O3: the tests' programs are small and run a few steps,
+# and compiling them is most of the suite's time (docs/performance.md). Child processes inherit it.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=4 --xla_backend_optimization_level=1"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Compiled programs are cached on disk, so the many short training runs (and the processes
@@ -18,6 +21,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "xrayjax-test-jax-cache")
 )
+# Every program goes to the cache, not only those that take a second or more to compile: the
+# tests' processes compile the same few hundred small ones (about 90 s of compiling in all).
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Keep worker processes and the test process from fighting over the two cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -29,10 +35,31 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 
+# The files that take a minute or more (`make test`'s --durations), longest first. `make test`
+# hands whole files to its processes in collection order (--no-loadscope-reorder; pytest-xdist
+# would otherwise order them by their number of tests), so a long file no longer starts last
+# while the other process has run out of work. The first two build different shared runs (the
+# reference classifier; the reference CycleGAN and the tiny multi-cycleGANs), so neither process
+# waits for the other's.
+LONG_FILES = (
+    "tests/test_multihost.py",
+    "tests/trainers/test_configs.py",
+    "tests/trainers/test_gan_trainer.py",
+    "tests/test_evaluate.py",
+    "tests/steps/test_gan_engine.py",
+    "tests/trainers/test_classifier_trainer.py",
+    "tests/tools/test_ablation.py",
+    "tests/test_cloud_storage.py",
+    "tests/models/test_gan_models.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip tests marked `gpu` when no accelerator is present."""
+    """Long files first; skip tests marked `gpu` when no accelerator is present."""
     import jax
 
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
     if jax.default_backend() != "cpu":
         return
     skip = pytest.mark.skip(reason="needs a GPU or TPU backend")
@@ -123,6 +150,7 @@ def tiny_gan(phantom_data_dir, tmp_path_factory, request):
 
     def train(name: str):
         import main_process
+        from main_process import PLAIN_FORMS
 
         from xrayjax.tools import demo
         from xrayjax.trainers import gan
@@ -132,7 +160,7 @@ def tiny_gan(phantom_data_dir, tmp_path_factory, request):
             workdir, _ = request.getfixturevalue("gan_reference")
         else:
             # One block compiles faster; the block count has its own tests.
-            fields = {"total_steps": 2, "log_every": 1, "model.num_blocks": 1}
+            fields = {"total_steps": 2, "log_every": 1, "model.num_blocks": 1, **PLAIN_FORMS}
             config = demo.configure(
                 name, "data=phantom,runlocal", {**fields, "data_dir": str(phantom_data_dir)}
             )

@@ -23,10 +23,19 @@ import orbax.checkpoint as ocp
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 900
 
+# The plain layer forms: at the tests' LLVM -O1 the reference CycleGAN's step compiles in 13-14 s
+# of CPU time with them, 26-32 s with the fast CPU forms (docs/performance.md). Every form is
+# checked against the plain one in tests/models/test_gan_models.py, and the device-count test in
+# tests/steps/test_gan_engine.py trains the "auto" forms.
+PLAIN_FORMS = {
+    "model.upsample": "transpose",
+    "model.reflect_conv": "valid",
+    "model.weight_grad": "xla",
+}
 # 12 steps, checkpoints at 4, 8 and 12, a metrics line per step; one residual block compiles
 # faster (the block count has its own tests).
 GAN = "configs/cyclegan_forearm.py:cls=normal,data=phantom,runlocal"
-GAN_FIELDS = {"log_every": 1, "model.num_blocks": 1}
+GAN_FIELDS = {"log_every": 1, "model.num_blocks": 1, **PLAIN_FORMS}
 GAN_OVERRIDES = tuple(f"--config.{path}={value}" for path, value in GAN_FIELDS.items())
 GAN_STEPS = 12
 # 24 natural + 2·4 synthetic images, batch 8: 4 steps per epoch, 4 epochs; checkpoints every 4.
@@ -65,7 +74,8 @@ def command(config: str, workdir, data_dir, *overrides: str) -> list[str]:
 def device_env(devices: int = 4, process_id: int | None = None, port: int | None = None) -> dict:
     """Environment for a child with `devices` CPU devices, one of 2 processes if `process_id`."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
     for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(key, None)
     if process_id is not None:

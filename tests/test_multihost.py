@@ -41,23 +41,6 @@ def _drift(expected, got, keys):
 
 
 @pytest.mark.slow
-def test_gan_two_processes_match_one_process_and_resume(gan_reference, phantom_data_dir, tmp_path):
-    reference, _ = gan_reference
-    multi = tmp_path / "multi"
-    _kill_and_resume(GAN, GAN_OVERRIDES, multi, phantom_data_dir, kill_at=4)
-    expected, got = main_process.metrics(reference), main_process.metrics(multi)
-    assert [r["step"] for r in got] == list(range(1, GAN_STEPS + 1))
-    keys = [k for k in expected[0] if k != "step"]
-    drift = _drift(expected, got, keys)
-    # Step 1 sees identical data and parameters: only the all-reduce order differs (gloo across
-    # processes). Adam then turns rounding in near-zero gradients (e.g. conv biases before
-    # instance norm) into full-size updates, so the adversarial game drifts by a few parts per
-    # thousand per step; a data or sharding mistake would differ far more, and at step 1.
-    assert drift[0] < 1e-5, drift
-    assert max(drift) < 0.05, drift
-
-
-@pytest.mark.slow
 def test_classifier_two_processes_match_one_process_and_resume(
     classifier_reference, phantom_data_dir, tmp_path
 ):
@@ -76,3 +59,20 @@ def test_classifier_two_processes_match_one_process_and_resume(
     assert [sum(row) for row in have["confusion_matrix"]] == [
         sum(row) for row in want["confusion_matrix"]
     ]
+
+
+@pytest.mark.slow
+def test_gan_two_processes_match_one_process_and_resume(gan_reference, phantom_data_dir, tmp_path):
+    reference, _ = gan_reference
+    multi = tmp_path / "multi"
+    _kill_and_resume(GAN, GAN_OVERRIDES, multi, phantom_data_dir, kill_at=4)
+    expected, got = main_process.metrics(reference), main_process.metrics(multi)
+    assert [r["step"] for r in got] == list(range(1, GAN_STEPS + 1))
+    keys = [k for k in expected[0] if k != "step"]
+    drift = _drift(expected, got, keys)
+    # Step 1 sees identical data and parameters: only the all-reduce order differs (gloo across
+    # processes). Adam then turns rounding in near-zero gradients (e.g. conv biases before
+    # instance norm) into full-size updates, so the adversarial game drifts by a few parts per
+    # thousand per step; a data or sharding mistake would differ far more, and at step 1.
+    assert drift[0] < 1e-5, drift
+    assert max(drift) < 0.05, drift

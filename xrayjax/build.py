@@ -42,18 +42,31 @@ def _image_shape(config) -> tuple[int, int, int]:
     return (config.image_size, config.image_size, 1)
 
 
+def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The generator's layer forms (config.model), with a clear error for an unknown one."""
+    forms = {}
+    for field, allowed in (
+        ("upsample", layers.UPSAMPLE_FORMS),
+        ("reflect_conv", layers.REFLECT_CONV_FORMS),
+        ("weight_grad", layers.WEIGHT_GRAD_FORMS),
+    ):
+        # Workdirs trained before a field existed ran its "auto" form.
+        forms[field] = config.model.get(field, "auto")
+        if forms[field] not in allowed:
+            # The layers check it too, but only when first traced, and as an internal contract.
+            raise errors.InputError(
+                f"config.model.{field}={forms[field]!r}; allowed: {', '.join(allowed)}"
+            )
+    return forms
+
+
 # --- GAN (CycleGAN and multi-cycleGAN) -------------------------------------------------------
 
 
 def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:
     """Networks, optimizers and loss weights from the config."""
     dtype = compute_dtype(config)
-    if config.model.upsample not in layers.UPSAMPLE_FORMS:
-        # The generator checks it too, but only when first traced, and as an internal contract.
-        raise errors.InputError(
-            f"config.model.upsample={config.model.upsample!r}; allowed: "
-            f"{', '.join(layers.UPSAMPLE_FORMS)}"
-        )
+    forms = layer_forms(config)
     constant = config.optim.constant_epochs * steps_per_epoch
     every = config.disc_every
     gen_sched = optim.constant_then_linear_decay(config.optim.gen.lr, constant, total_steps)
@@ -67,11 +80,14 @@ def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:
             features=config.model.features,
             num_blocks=config.model.num_blocks,
             dropout_rate=config.model.dropout_rate,
-            upsample=config.model.upsample,
             dtype=dtype,
+            **forms,
         ),
         discriminator=PatchDiscriminator(
-            features=config.model.disc_features, n_layers=config.model.disc_layers, dtype=dtype
+            features=config.model.disc_features,
+            n_layers=config.model.disc_layers,
+            weight_grad=forms["weight_grad"],
+            dtype=dtype,
         ),
         gen_tx=optim.adam(gen_sched, config.optim.gen.b1, config.optim.gen.b2),
         disc_tx=optim.adam(disc_sched, config.optim.disc.b1, config.optim.disc.b2),
@@ -143,6 +159,7 @@ def segmenter_engine(config: ml_collections.ConfigDict) -> SegmenterEngine:
         num_blocks=config.model.num_blocks,
         dropout_rate=0.0,
         dtype=compute_dtype(config),
+        **layer_forms(config),
     )
     return SegmenterEngine(model, optim.adam(config.optim.lr, config.optim.b1, config.optim.b2))
 

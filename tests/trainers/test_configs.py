@@ -66,3 +66,29 @@ def test_runlocal_trains(name, tiny_gan):
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == list(range(1, config.total_steps + 1))
     assert len(state["gen_params"]) == len(config.domains) * (len(config.domains) - 1)
+
+
+def test_layer_forms_reach_the_networks_and_a_typo_is_refused():
+    from configs import cyclegan_forearm, segmenter_forearm
+    from data_prep import errors
+    from xrayjax import build
+
+    config = cyclegan_forearm.get_config("runlocal")
+    config.model.update(reflect_conv="valid", upsample="transpose", weight_grad="xla")
+    engine = build.gan_engine(config, steps_per_epoch=1, total_steps=1)
+    generator = engine.generator
+    assert (generator.reflect_conv, generator.upsample, generator.weight_grad) == (
+        "valid",
+        "transpose",
+        "xla",
+    )
+    assert engine.discriminator.weight_grad == "xla"
+    segmenter_config = segmenter_forearm.get_config("runlocal")
+    segmenter_config.model.weight_grad = "matmul"
+    assert build.segmenter_engine(segmenter_config).model.weight_grad == "matmul"
+    # A workdir's config.json from before the fields existed means the "auto" forms it ran.
+    del config.model["reflect_conv"]
+    assert build.layer_forms(config)["reflect_conv"] == "auto"
+    config.model.weight_grad = "matmull"
+    with pytest.raises(errors.InputError, match=r"model.weight_grad='matmull'; allowed: auto"):
+        build.gan_engine(config, steps_per_epoch=1, total_steps=1)

@@ -70,11 +70,19 @@ class GanEngine:
         # Initialisers draw millions of numbers; the 'rbg' generator compiles ~4x faster for
         # that on CPU than threefry. The training randomness (state.rng) stays threefry.
         init_root = jax.random.wrap_key_data(jnp.tile(rng, 2), impl="rbg")
-        gen_params, disc_params = {}, {}
-        for k, name in enumerate(self.pairs):
-            g_key, d_key = jax.random.split(jax.random.fold_in(init_root, k))
-            gen_params[name] = self.generator.init(g_key, dummy, train=False)["params"]
-            disc_params[name] = self.discriminator.init(d_key, dummy)["params"]
+        keys = jnp.stack(
+            [jax.random.split(jax.random.fold_in(init_root, k)) for k in range(len(self.pairs))]
+        )
+        # One network initialised per loop iteration: the program holds each network's
+        # initialiser once instead of once per pair (3x fewer to compile for three domains).
+        gens = jax.lax.map(
+            lambda key: self.generator.init(key, dummy, train=False)["params"], keys[:, 0]
+        )
+        discs = jax.lax.map(lambda key: self.discriminator.init(key, dummy)["params"], keys[:, 1])
+        gen_params, disc_params = (
+            {name: jax.tree.map(lambda x, k=k: x[k], stacked) for k, name in enumerate(self.pairs)}
+            for stacked in (gens, discs)
+        )
         return GanState(
             step=jnp.zeros((), jnp.int32),
             gen_params=gen_params,
