@@ -7,6 +7,7 @@ with `initialize_distributed()`, before anything touches a device.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -89,9 +90,23 @@ def jit_step(step_fn, mesh: Mesh, state):
     """Compile `step_fn(state, batch) → (state, metrics)` for data parallelism on `mesh`.
 
     The state is replicated and donated (updated in place); the batch is sharded on its first
-    axis; metrics come back replicated.
+    axis; metrics come back replicated. A method of an engine equal to an earlier one's (same
+    networks, optimizers, settings) gets that one's jitted step: runs in one process, such as an
+    ablation's seeds, trace and compile it once.
     """
-    state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
+    owner = getattr(step_fn, "__self__", None)
+    if owner is None:
+        return _jit_step(step_fn, mesh, jax.tree.structure(state))
+    return _jit_method(owner, step_fn.__func__, mesh, jax.tree.structure(state))
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_method(owner, func, mesh: Mesh, treedef):
+    return _jit_step(func.__get__(owner), mesh, treedef)
+
+
+def _jit_step(step_fn, mesh: Mesh, treedef):
+    state_sharding = jax.tree.unflatten(treedef, [replicated(mesh)] * treedef.num_leaves)
     return jax.jit(
         step_fn,
         in_shardings=(state_sharding, batch_sharding(mesh)),

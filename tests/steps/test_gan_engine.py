@@ -200,3 +200,21 @@ def test_thesis_networks_one_and_four_devices_agree(phantom_data_dir):
                     err_msg=f"step {i}: {part}{jax.tree_util.keystr(path)}",
                 )
         state = s1
+
+
+def test_equal_engines_share_one_jitted_step():
+    """Runs in one process (an ablation's seeds, a resumed run) trace and compile a step once."""
+    from configs import cyclegan_forearm
+    from xrayjax import build
+
+    config = cyclegan_forearm.get_config("runlocal")
+    first, second = (build.gan_engine(config, steps_per_epoch=4, total_steps=12) for _ in "ab")
+    longer = build.gan_engine(config, steps_per_epoch=4, total_steps=13)  # another schedule
+    mesh = parallel.make_mesh()
+    state = jax.eval_shape(build.gan_init(first, config), jax.random.PRNGKey(0))
+    assert first == second and first is not second and longer != first
+    step = parallel.jit_step(first.train_step, mesh, state)
+    assert parallel.jit_step(second.train_step, mesh, state) is step
+    assert parallel.jit_step(longer.train_step, mesh, state) is not step
+    other_mesh = parallel.make_mesh(jax.devices()[:1])
+    assert parallel.jit_step(first.train_step, other_mesh, state) is not step
