@@ -43,7 +43,7 @@ def _image_shape(config) -> tuple[int, int, int]:
 
 
 def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
-    """The generator's layer forms (config.model), with a clear error for an unknown one."""
+    """The networks' layer forms (config.model), with a clear error for an unknown one."""
     forms = {}
     for field, allowed in (
         ("upsample", layers.UPSAMPLE_FORMS),

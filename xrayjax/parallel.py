@@ -94,10 +94,14 @@ def jit_step(step_fn, mesh: Mesh, state):
     networks, optimizers, settings) gets that one's jitted step: runs in one process, such as an
     ablation's seeds, trace and compile it once.
     """
-    owner = getattr(step_fn, "__self__", None)
+    owner, treedef = getattr(step_fn, "__self__", None), jax.tree.structure(state)
+    try:
+        hash(owner)
+    except TypeError:  # an engine that cannot be compared by value: nothing to share
+        owner = None
     if owner is None:
-        return _jit_step(step_fn, mesh, jax.tree.structure(state))
-    return _jit_method(owner, step_fn.__func__, mesh, jax.tree.structure(state))
+        return _jit_step(step_fn, mesh, treedef)
+    return _jit_method(owner, step_fn.__func__, mesh, treedef)
 
 
 @functools.lru_cache(maxsize=8)
