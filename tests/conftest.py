@@ -38,9 +38,9 @@ flags.FLAGS.mark_as_parsed()
 # The files that take a minute or more (`make test`'s --durations), longest first. `make test`
 # hands whole files to its processes in collection order (--no-loadscope-reorder; pytest-xdist
 # would otherwise order them by their number of tests), so a long file no longer starts last
-# while the other process has run out of work. The first two build different shared runs (the
-# reference classifier; the reference CycleGAN and the tiny multi-cycleGANs), so neither process
-# waits for the other's.
+# while the other process has run out of work. The first two start by building different shared
+# runs (the reference classifier; the reference CycleGAN and the tiny multi-cycleGANs) rather than
+# one process waiting on the other's lock.
 LONG_FILES = (
     "tests/test_multihost.py",
     "tests/trainers/test_configs.py",

@@ -40,6 +40,8 @@ def _drift(expected, got, keys):
     ]
 
 
+# First in this file, the first file `make test` runs (conftest.LONG_FILES): it builds the
+# reference classifier while the other process builds the reference CycleGAN the next test needs.
 @pytest.mark.slow
 def test_classifier_two_processes_match_one_process_and_resume(
     classifier_reference, phantom_data_dir, tmp_path
