@@ -150,7 +150,6 @@ def tiny_gan(phantom_data_dir, tmp_path_factory, request):
 
     def train(name: str):
         import main_process
-        from main_process import PLAIN_FORMS
 
         from xrayjax.tools import demo
         from xrayjax.trainers import gan
@@ -160,7 +159,12 @@ def tiny_gan(phantom_data_dir, tmp_path_factory, request):
             workdir, _ = request.getfixturevalue("gan_reference")
         else:
             # One block compiles faster; the block count has its own tests.
-            fields = {"total_steps": 2, "log_every": 1, "model.num_blocks": 1, **PLAIN_FORMS}
+            fields = {
+                "total_steps": 2,
+                "log_every": 1,
+                "model.num_blocks": 1,
+                **main_process.PLAIN_FORMS,
+            }
             config = demo.configure(
                 name, "data=phantom,runlocal", {**fields, "data_dir": str(phantom_data_dir)}
             )

@@ -20,6 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from xrayjax.models import layers
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 900
 
@@ -27,11 +29,7 @@ TIMEOUT_S = 900
 # of CPU time with them, 26-32 s with the fast CPU forms (docs/performance.md). Every form is
 # checked against the plain one in tests/models/test_gan_models.py, and the device-count test in
 # tests/steps/test_gan_engine.py trains the "auto" forms.
-PLAIN_FORMS = {
-    "model.upsample": "transpose",
-    "model.reflect_conv": "valid",
-    "model.weight_grad": "xla",
-}
+PLAIN_FORMS = {f"model.{field}": form for field, form in layers.PLAIN_FORMS.items()}
 # 12 steps, checkpoints at 4, 8 and 12, a metrics line per step; one residual block compiles
 # faster (the block count has its own tests).
 GAN = "configs/cyclegan_forearm.py:cls=normal,data=phantom,runlocal"

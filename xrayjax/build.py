@@ -45,11 +45,7 @@ def _image_shape(config) -> tuple[int, int, int]:
 def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
     """The networks' layer forms (config.model), with a clear error for an unknown one."""
     forms = {}
-    for field, allowed in (
-        ("upsample", layers.UPSAMPLE_FORMS),
-        ("reflect_conv", layers.REFLECT_CONV_FORMS),
-        ("weight_grad", layers.WEIGHT_GRAD_FORMS),
-    ):
+    for field, allowed in layers.FORMS.items():
         # Workdirs trained before a field existed ran its "auto" form.
         forms[field] = config.model.get(field, "auto")
         if forms[field] not in allowed:

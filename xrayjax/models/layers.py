@@ -47,6 +47,13 @@ normal_init = nn.initializers.normal(stddev=0.02)
 REFLECT_CONV_FORMS = ("auto", "valid", "same_crop", "taps")
 UPSAMPLE_FORMS = ("auto", "transpose", "subpixel")
 WEIGHT_GRAD_FORMS = ("auto", "xla", "matmul")
+# The generator's form fields with their choices, and the plain form of each (see above).
+FORMS = {
+    "upsample": UPSAMPLE_FORMS,
+    "reflect_conv": REFLECT_CONV_FORMS,
+    "weight_grad": WEIGHT_GRAD_FORMS,
+}
+PLAIN_FORMS = {"upsample": "transpose", "reflect_conv": "valid", "weight_grad": "xla"}
 # "auto" on CPU uses "taps" for convs to at most this many channels (measured, 2-core CPU, 256²:
 # the 7×7 conv 64 -> 1 takes 161 ms fwd+bwd as taps, 534 ms as 'VALID', 748 ms as 'SAME'+crop;
 # for 64 output channels the taps tensor would be 49x the output).

@@ -25,6 +25,7 @@ import numpy as np
 from xrayjax.models.discriminator import PatchDiscriminator
 from xrayjax.models.generator import ResnetGenerator
 from xrayjax.models.layers import (
+    PLAIN_FORMS,
     ConvTranspose2x,
     PaddedConv,
     ReflectConv,
@@ -157,10 +158,9 @@ def main(argv: list[str] | None = None) -> None:
                 _print_row(size, layer, form, auto, *row)
 
         x = jnp.asarray(rng.uniform(-1, 1, (args.batch, size, size, 1)).astype(np.float32))
-        plain = dict(reflect_conv="valid", upsample="transpose", weight_grad="xla")
         train = {"train": True}
         generators = [
-            ("plain", ResnetGenerator(**plain), train),
+            ("plain", ResnetGenerator(**PLAIN_FORMS), train),
             ("auto, xla grads", ResnetGenerator(weight_grad="xla"), train),
             ("auto", ResnetGenerator(), train),
         ]
