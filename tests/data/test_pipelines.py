@@ -1,5 +1,8 @@
 """grain pipelines: CLAHE, determinism across workers and processes, exact resume, padding."""
 
+import os
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -100,6 +103,34 @@ def test_restored_iterator_continues_exactly(data_dir, workers):
     resumed = make()
     resumed.set_state(state)
     _assert_same(_batches(resumed, 3), expected)
+
+
+class _Counting:
+    """A preprocess that counts the records it has prepared."""
+
+    def __init__(self, preprocess):
+        self.preprocess, self.calls = preprocess, 0
+
+    def __call__(self, record, rng=None):
+        self.calls += 1
+        return self.preprocess(record, rng)
+
+
+def test_reads_a_few_batches_ahead_not_hundreds(data_dir):
+    """A short run must not preprocess hundreds of batches it never uses: grain's default
+    read-ahead (500 elements, each a batch here) took the cores from the train step."""
+    table = sources.open_table("toy", "train", data_dir)
+    counting = _Counting(TRAIN)
+    iterator = pipelines.train_iterator(table, counting, global_batch=4, seed=0)
+    first = next(iterator)
+    time.sleep(1.0)  # the read-ahead threads fill their buffer meanwhile
+    # Two batches per thread at most, a thread per core (grain's default read 500 ahead).
+    threads = min(16, os.cpu_count() or 1)
+    assert 4 * 2 <= counting.calls <= 4 * (1 + 3 * threads), counting.calls
+    # Bounded read-ahead changes nothing in what is read.
+    _assert_same(
+        [first], _batches(pipelines.train_iterator(table, TRAIN, global_batch=4, seed=0), 1)
+    )
 
 
 def test_new_permutation_each_epoch(data_dir):

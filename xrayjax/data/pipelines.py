@@ -127,6 +127,18 @@ def _exit_after(parent: multiprocessing.process.BaseProcess) -> None:
     os._exit(1)
 
 
+def read_options() -> grain.ReadOptions:
+    """How far and with how many threads a process reads ahead of its trainer.
+
+    grain's default (16 threads, 500 elements) counts batched elements here: it would prepare
+    up to 500 batches ahead. A short run then preprocesses hundreds of batches it never uses,
+    and on a machine with few cores those threads take the cores from the train step. A few
+    batches per thread keep every thread busy; the batches and their order are the same.
+    """
+    threads = max(1, min(16, os.cpu_count() or 1))
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+
+
 def _process_batches(
     stream, global_batch, process_index, process_count, workers, length=sys.maxsize
 ) -> grain.DatasetIterator:
@@ -135,7 +147,7 @@ def _process_batches(
         process_index, process_count = jax.process_index(), jax.process_count()
     local = per_process_batch(global_batch, process_count)
     view = _ProcessView(stream, global_batch, process_index, process_count, length)
-    ds = view.batch(local, drop_remainder=True).to_iter_dataset()
+    ds = view.batch(local, drop_remainder=True).to_iter_dataset(read_options())
     if workers > 0:
         ds = ds.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=_exit_with_parent
