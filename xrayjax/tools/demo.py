@@ -124,12 +124,13 @@ DEMO = Scale(
         "keep_checkpoints": 1,
     },
     # Long enough for G_BA (clean style from the natural one), with the learning rate decaying
-    # over the last two thirds as in the thesis: on seed 0, G_BA's anatomy Dice 0.695 -> 0.768
-    # and KID x1000 1431 -> 1057 against 1000 steps at a constant rate (docs/results.md).
+    # over the last two thirds as in the thesis: on seed 0 (2026-12-02), G_BA's anatomy Dice
+    # 0.695 -> 0.768 and KID x1000 1431 -> 1057 against 1000 steps at a constant rate
+    # (docs/results.md).
     gan=thesis_schedule(_GAN, 2000),
     # It trains in a second process beside the instruments, CycleGAN and ablation: longer. On
-    # seed 0 the thesis schedule over 1600 steps gave eq. 66 Dice 0.727 against 0.740 for this
-    # constant rate, and cost 4 more minutes.
+    # seed 0 (2026-12-02) the thesis schedule over 1600 steps gave eq. 66 Dice 0.727 against
+    # 0.740 for this constant rate, and cost 4 more minutes.
     multi_gan={**_GAN, "total_steps": 1200, "checkpoint_every": 600, "sample_every": 600},
     per_class_gans=False,
     body_parts=("forearm",),
@@ -147,7 +148,7 @@ STUDY = dataclasses.replace(
     ceiling=True,
     classifier={**DEMO.classifier, "total_steps": 200, "checkpoint_every": 200},
     control_steps={"control_natural": 400, "control_clean": 300},
-    gan=_GAN,
+    gan=_GAN,  # the GANs as the study ran them (docs/results.md)
     multi_gan={**_GAN, "total_steps": 800, "checkpoint_every": 400, "sample_every": 400},
     body_parts=("forearm", "wrist"),
 )  # fmt: skip
