@@ -174,11 +174,11 @@ def test_thesis_networks_one_and_four_devices_agree(phantom_data_dir):
             np.testing.assert_allclose(m1[key], m4[key], rtol=1e-5, err_msg=f"step {i}: {key}")
         # Updates are compared per array by norm. Worst measured gaps, all at step 4 with jax
         # 0.10.2: 6e-4 of the update on an Intel Xeon (AVX2); 1.3e-2 on an AMD EPYC (AVX-512)
-        # at -O1 (3.4e-3 at -O3), every kernel of G_AB by about that fraction while the losses
-        # agree to 6e-6: rounding, amplified on the way back. 1.5e-5 on jax 0.12. A gradient
-        # summed instead of averaged makes the gap 3x the update, a sharding-dependent dropout
-        # key or pool far more; the floor covers biases whose gradient is zero up to rounding
-        # (1e-9).
+        # at -O1 (3.4e-3 at -O3), the kernels of G_AB's stem, downsampling and residual convs
+        # by 1.1-1.3e-2 while the losses agree to 6e-6: rounding, amplified on the way back.
+        # 1.5e-5 on jax 0.12. A gradient summed instead of averaged makes the gap 3x the update,
+        # a sharding-dependent dropout key or pool far more; the floor covers biases whose
+        # gradient is zero up to rounding (1e-9).
         for tree in ("gen_params", "disc_params"):
             for (path, p), a, b in zip(
                 jax.tree_util.tree_leaves_with_path(getattr(state, tree)),

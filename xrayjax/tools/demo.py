@@ -31,6 +31,7 @@ from typing import Any
 
 from absl import flags
 
+from configs import common as config_defaults
 from data_prep import errors
 from xrayjax import logging as runlog
 from xrayjax.tools import ablation as ablation_lib
@@ -72,21 +73,23 @@ _GAN = {
     "sample_every": 500,
     "keep_checkpoints": 1,
 }
-THESIS_GAN_EPOCHS = 30  # thesis 4.1: 30 epochs, the learning rate constant for the first 10
 
 
 def thesis_schedule(fields: dict[str, Any], total_steps: int) -> dict[str, Any]:
-    """GAN fields whose run of `total_steps` keeps the thesis's 30-epoch schedule, scaled down."""
-    per_epoch = total_steps // THESIS_GAN_EPOCHS
+    """GAN fields whose run of `total_steps` keeps the configs' thesis schedule (30 epochs, the
+    rate constant for 10, then decaying to 0), scaled down."""
+    thesis = config_defaults.gan_config()
+    per_epoch = total_steps // thesis.num_epochs
     if per_epoch < 1:
-        raise ValueError(f"{total_steps} steps cannot hold {THESIS_GAN_EPOCHS} epochs")
+        raise ValueError(f"{total_steps} steps cannot hold {thesis.num_epochs} epochs")
+    total = per_epoch * thesis.num_epochs
     return {
         **fields,
-        "total_steps": per_epoch * THESIS_GAN_EPOCHS,
+        "total_steps": total,
         "steps_per_epoch": per_epoch,
-        "optim.constant_epochs": 10,
-        "checkpoint_every": per_epoch * THESIS_GAN_EPOCHS // 2,
-        "sample_every": per_epoch * THESIS_GAN_EPOCHS // 2,
+        "optim.constant_epochs": thesis.optim.constant_epochs,
+        "checkpoint_every": total // 2,
+        "sample_every": total // 2,
     }
 
 
