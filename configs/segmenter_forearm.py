@@ -29,7 +29,11 @@ def get_config(arg: str | None = None):
         }
     )
     config.image_size = 256
-    config.load_size = 286
+    # No resize before the crop: evaluation sees whole images at image_size, so training crops
+    # taken from a larger resize (the GANs' 286 -> 256) show bones 12 % wider than the ones it
+    # measures. At 64 px (the demo's world of seed 0, tested on 400 phantoms of another world)
+    # that mismatch cost Dice 0.956 -> 0.892; training on flips alone removes it.
+    config.load_size = 256
     config.global_batch = 8
     config.total_steps = 4000
     config.model = ml_collections.ConfigDict(
@@ -38,7 +42,7 @@ def get_config(arg: str | None = None):
     config.optim = ml_collections.ConfigDict({"lr": 1e-3, "b1": 0.9, "b2": 0.999})
     if args.runlocal:
         config.image_size = 32
-        config.load_size = 36
+        config.load_size = 32
         config.global_batch = 8  # divides 1, 2 or 4 devices
         config.total_steps = 8
         config.model.features = 4

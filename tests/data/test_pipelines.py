@@ -240,3 +240,17 @@ def test_paired_image_and_mask_stay_registered(data_dir):
     assert len(outputs) > 1  # the augmentation does vary
     with pytest.raises(ValueError, match="must read 'mask'"):
         transforms.PairedPreprocess(image=transforms.Preprocess(), mask=transforms.Preprocess())
+
+
+def test_load_size_equal_to_image_size_trains_at_the_evaluated_scale(data_dir):
+    """With load_size == image_size a training crop is the evaluated image or its mirror, never
+    an enlarged window: the scale the GANs and the segmenter are measured at."""
+    table = sources.open_table("toy", "train", data_dir)
+    evaluated = transforms.Preprocess(image_size=SIZE, augment=False, keep=())(table[3])["image"]
+    same = transforms.Preprocess(image_size=SIZE, load_size=SIZE, keep=())
+    zoomed = transforms.Preprocess(image_size=SIZE, load_size=SIZE + SIZE // 8, keep=())
+    views = {evaluated.tobytes(), evaluated[:, ::-1].tobytes()}
+    seen = {same(table[3], np.random.default_rng(i))["image"].tobytes() for i in range(8)}
+    assert seen == views  # both flips appear, nothing else
+    for i in range(8):
+        assert zoomed(table[3], np.random.default_rng(i))["image"].tobytes() not in views

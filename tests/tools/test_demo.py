@@ -134,6 +134,24 @@ def test_demo_gans_keep_the_thesis_schedule_scaled_to_their_runs():
         demo.thesis_schedule(demo.DEMO.gan, 29)
 
 
+def test_demo_gans_and_segmenter_train_at_the_scale_they_are_evaluated(tmp_path):
+    """The demo's GANs and the segmenter train on whole images (flips only); the study's GANs
+    keep the 9/8-enlarged crops they ran with."""
+    import configs.segmenter_forearm
+
+    for variant in ("", "runlocal"):
+        config = configs.segmenter_forearm.get_config(variant)
+        assert config.load_size == config.image_size
+    for preset, zoomed in (("demo", False), ("study", True)):
+        workdir = tmp_path / preset
+        demo.start(workdir, preset, 0)
+        configs = [demo._cyclegan_config(workdir, "both")]
+        configs += [demo._gan_config(workdir, module) for _, module in demo._multi_runs(workdir)]
+        for config in configs:
+            size = config.image_size
+            assert config.load_size == (size + size // 8 if zoomed else size)
+
+
 def test_every_seed_gets_its_own_world_and_stage_seeds(tmp_path):
     from data_prep import phantom
 
