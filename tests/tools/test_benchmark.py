@@ -30,6 +30,11 @@ def test_sweep_prints_a_line_per_size_and_reports_a_failing_one():
     assert timed["devices"] == 4 and timed["image_size"] == 32
     assert timed["step_s_median"] > 0 and timed["flops_per_step"] > 0
     assert abs(timed["images_per_s"] - 8 / timed["step_s_median"]) < 0.01 * timed["images_per_s"]
+    # Each device's program takes at least its shard of the batch (2 of 8 32x32 float32 images)
+    # as an argument, and the process holds at least that.
+    memory = timed["memory_bytes"]
+    assert memory["argument"] >= 2 * 32 * 32 * 4 and memory["temp"] > 0
+    assert timed["peak_rss_mb"] * 2**20 > memory["argument"] + memory["temp"]
     assert "global batch 6 does not divide by the 4 devices" in failed["error"]
 
 

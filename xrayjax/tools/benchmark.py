@@ -8,9 +8,11 @@
 
 Prints one JSON line per (dtype, global batch): trace_s (tracing and lowering the step),
 compile_s (XLA compiling it), step_s_median, images_per_s, flops_per_step (XLA's cost analysis
-of the per-device compiled program), devices, device_kind, and mfu where the device's peak is
-known. In a sweep, a size that fails (out of memory, say) prints its error and the sweep goes
-on.
+of the per-device compiled program), memory_bytes (XLA's memory analysis of that program, per
+device: argument, output, alias and temp buffers), peak_rss_mb (the process's largest
+resident set so far, compiling included), devices, device_kind, and mfu where the device's peak
+is known. In a sweep, a size that fails (out of memory, say) prints its
+error and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import resource
+import sys
 import time
 
 import jax
@@ -60,6 +64,28 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
         if name.lower() in device_kind.lower():
             return peak
     return None
+
+
+def memory_bytes(compiled) -> dict[str, int]:
+    """XLA's memory analysis of a compiled program (per device); {} where the backend has none."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return {}
+    fields = {
+        "argument": "argument_size_in_bytes",
+        "output": "output_size_in_bytes",
+        "alias": "alias_size_in_bytes",
+        "temp": "temp_size_in_bytes",
+    }
+    found = {key: getattr(stats, name, None) for key, name in fields.items()}
+    return {key: int(value) for key, value in found.items() if value is not None}
+
+
+def peak_rss_mb() -> float:
+    """The process's largest resident set so far, in MiB (ru_maxrss: KiB on Linux, bytes on
+    macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def _gan_setup(config, mesh):
@@ -111,6 +137,7 @@ def benchmark(config, steps: int) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    memory = memory_bytes(compiled)
     state, metrics = compiled(state, batch)  # warm-up
     jax.block_until_ready(metrics)
     times = []
@@ -132,6 +159,8 @@ def benchmark(config, steps: int) -> dict:
         "step_s_median": round(median, 4),
         "images_per_s": round(config.global_batch / median, 2),
         "flops_per_step": flops,
+        "memory_bytes": memory,
+        "peak_rss_mb": peak_rss_mb(),
         "devices": devices,
         "device_kind": kind,
     }
