@@ -11,8 +11,8 @@ compile_s (XLA compiling it), step_s_median, images_per_s, flops_per_step (XLA's
 of the per-device compiled program), memory_bytes (XLA's memory analysis of that program, per
 device: argument, output, alias and temp buffers), peak_rss_mb (the process's largest
 resident set so far, compiling included), devices, device_kind, and mfu where the device's peak
-is known. In a sweep, a size that fails (out of memory, say) prints its
-error and the sweep goes on.
+is known. In a sweep, a size that fails (out of memory, say) prints its error and the sweep
+goes on.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
     return None
 
 
-def memory_bytes(compiled) -> dict[str, int]:
+def memory_bytes(compiled: jax.stages.Compiled) -> dict[str, int]:
     """XLA's memory analysis of a compiled program (per device); {} where the backend has none."""
     stats = compiled.memory_analysis()
     if stats is None:
