@@ -145,9 +145,9 @@ def test_demo_gans_and_segmenter_train_at_the_scale_they_are_evaluated(tmp_path)
     for preset, zoomed in (("demo", False), ("study", True)):
         workdir = tmp_path / preset
         demo.start(workdir, preset, 0)
-        configs = [demo._cyclegan_config(workdir, "both")]
-        configs += [demo._gan_config(workdir, module) for _, module in demo._multi_runs(workdir)]
-        for config in configs:
+        gans = [demo._cyclegan_config(workdir, "both")]
+        gans += [demo._gan_config(workdir, module) for _, module in demo._multi_runs(workdir)]
+        for config in gans:
             size = config.image_size
             assert config.load_size == (size + size // 8 if zoomed else size)
 

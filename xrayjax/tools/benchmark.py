@@ -71,14 +71,12 @@ def memory_bytes(compiled: jax.stages.Compiled) -> dict[str, int]:
     stats = compiled.memory_analysis()
     if stats is None:
         return {}
-    fields = {
-        "argument": "argument_size_in_bytes",
-        "output": "output_size_in_bytes",
-        "alias": "alias_size_in_bytes",
-        "temp": "temp_size_in_bytes",
+    return {
+        "argument": int(stats.argument_size_in_bytes),
+        "output": int(stats.output_size_in_bytes),
+        "alias": int(stats.alias_size_in_bytes),
+        "temp": int(stats.temp_size_in_bytes),
     }
-    found = {key: getattr(stats, name, None) for key, name in fields.items()}
-    return {key: int(value) for key, value in found.items() if value is not None}
 
 
 def peak_rss_mb() -> float:

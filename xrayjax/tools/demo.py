@@ -142,7 +142,7 @@ DEMO = Scale(
     body_parts=("forearm",),
     eval_images=200,
     # Evaluation translates whole images at image_size, so crops of a 9/8 enlargement train the
-    # GANs on bones 12 % wider than the ones they are measured on. Trained at the evaluated
+    # GANs on bones 12.5 % wider than the ones they are measured on. Trained at the evaluated
     # scale, on 400 phantoms of a validation world: G_BA's anatomy Dice 0.763 -> 0.856 and
     # 0.733 -> 0.858 (CycleGANs of the worlds of seeds 0 and 1; the collimation strips it used
     # to outline as bone vanished), eq. 66's Dice 0.716 -> 0.821 (seed 0; docs/results.md).
