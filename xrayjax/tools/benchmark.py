@@ -130,7 +130,7 @@ def benchmark(config, steps: int) -> dict:
     lowered = jitted.lower(state, batch)  # Python tracing, then the program handed to XLA
     trace_s = time.perf_counter() - start
     start = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = parallel.compile_lowered(lowered, mesh)  # as training compiles it
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
