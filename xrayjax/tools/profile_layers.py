@@ -1,10 +1,11 @@
 """Time every form of the CycleGAN layers, and the whole models, forward and forward+backward.
 
-    python -m xrayjax.tools.profile_layers [--sizes 128 256] [--batch 1] [--repeats 5]
-        [--only block generator ...]
+    python -m xrayjax.tools.profile_layers [--sizes 128 256] [--batch 1] [--features 64]
+        [--repeats 5] [--only block generator ...]
 
 Each row is one layer of the generator (or a whole model) at its place in a network fed a
-SIZE×SIZE×1 image, with the default 64 features. fwd+bwd is the value and gradient of a scalar loss
+SIZE×SIZE×1 image, with FEATURES channels after the first conv (64, the thesis's, by default;
+the discriminator's first conv has as many). fwd+bwd is the value and gradient of a scalar loss
 with respect to the parameters and the input, as in a GAN step. Times are the minimum over repeats,
 after one compiling call, in milliseconds; a star marks the form "auto" picks on this backend. Use
 this to re-check the defaults in layers.py on a new machine or backend.
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--features", type=int, default=64, help="the generator's first width")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--only",
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     for size in args.sizes:
         groups = {}  # layer -> (input shape, [(form, auto, factory)])
-        for layer, form, auto, factory, shape in _layer_cases(size):
+        for layer, form, auto, factory, shape in _layer_cases(size, args.features):
             if any(key in layer for key in args.only):
                 groups.setdefault(layer, (shape, []))[1].append((form, auto, factory))
         for layer, (shape, forms) in groups.items():
@@ -158,15 +160,16 @@ def main(argv: list[str] | None = None) -> None:
                 _print_row(size, layer, form, auto, *row)
 
         x = jnp.asarray(rng.uniform(-1, 1, (args.batch, size, size, 1)).astype(np.float32))
+        f = args.features
         train = {"train": True}
         generators = [
-            ("plain", ResnetGenerator(**PLAIN_FORMS), train),
-            ("auto, xla grads", ResnetGenerator(weight_grad="xla"), train),
-            ("auto", ResnetGenerator(), train),
+            ("plain", ResnetGenerator(features=f, **PLAIN_FORMS), train),
+            ("auto, xla grads", ResnetGenerator(features=f, weight_grad="xla"), train),
+            ("auto", ResnetGenerator(features=f), train),
         ]
         discriminators = [
-            ("plain", PatchDiscriminator(weight_grad="xla"), {}),
-            ("auto", PatchDiscriminator(), {}),
+            ("plain", PatchDiscriminator(f, weight_grad="xla"), {}),
+            ("auto", PatchDiscriminator(f), {}),
         ]
         for name, models in (("generator", generators), ("discriminator", discriminators)):
             if not any(key in name for key in args.only):

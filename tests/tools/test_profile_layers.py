@@ -1,0 +1,18 @@
+"""The layer profiler: its rows follow the asked widths and batch."""
+
+from __future__ import annotations
+
+from xrayjax.tools import profile_layers
+
+
+def test_rows_follow_the_features_and_batch_asked_for(capsys):
+    profile_layers.main(
+        ["--sizes", "16", "--batch", "2", "--features", "4", "--repeats", "1", "--only", "G block"]
+    )
+    out = capsys.readouterr().out
+    assert "batch 2" in out.splitlines()[0]
+    rows = [line.split() for line in out.splitlines() if "G block" in line]
+    # 4 features: the residual blocks run at 4·4 channels on 16 / 4 = 4 px maps
+    assert rows and all(row[:5] == ["16", "G", "block", "3x3", "16->16"] for row in rows)
+    assert {row[5].rstrip("*") for row in rows} == {"valid/xla", "same_crop/xla", "same_crop/mm"}
+    assert all(float(value) > 0 for row in rows for value in row[-3:])
