@@ -22,12 +22,13 @@ DATA_AXIS = "data"
 
 # XLA's CPU compiler schedules a program's independent operations for concurrency, which keeps
 # their buffers alive together. Its memory-minimising schedule cut the full-size CycleGAN step's
-# temporaries from 5.4 to 2.0 GiB at the same step time, but slowed the 64-px demo step (0.086
-# against 0.098 s, the best of 60 steps), whose operations are too small to keep both cores busy
-# one at a time. The size that decides both is the step's memory traffic per device, known before
-# compiling: XLA's estimate is 2.1 GB for the demo's CycleGAN step, 4.7 GB for its
-# multi-cycleGAN's, 47 GB at 128 px and 162 GB at full size (docs/performance.md, "Memory").
-MEMORY_SCHEDULE_MIN_BYTES_ACCESSED = 16e9
+# temporaries from 5.4 to 2.0 GiB at the same step time, but slowed a small step (64 px, batch
+# 4, 8 features: 0.086 against 0.098 s, the best of 60 steps), whose operations are too small to
+# keep both cores busy one at a time. What decides both is the step's memory traffic per device,
+# which XLA estimates before compiling: the demo's CycleGAN and multi-cycleGAN steps 1.6 and
+# 4.7 GB, the study preset's 5.4 and 16.2 GB (these keep XLA's default); the 128-px step with 32
+# features and batch 4 47 GB, the full-size one 162 GB (docs/performance.md, "Memory").
+MEMORY_SCHEDULE_MIN_BYTES_ACCESSED = 32e9
 CPU_COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
