@@ -133,7 +133,10 @@ def _jit_step(step_fn, mesh: Mesh, treedef):
 
 
 def compile_lowered(lowered: jax.stages.Lowered, mesh: Mesh) -> jax.stages.Compiled:
-    """Compile a lowered step: on CPU, for least memory where its traffic is large."""
+    """Compile a lowered step: on CPU, for least memory where its traffic is large.
+
+    Call `release_freed_memory()` once the lowered program is dropped too.
+    """
     options = None
     if mesh.devices.flat[0].platform == "cpu":
         cost = lowered.cost_analysis()
@@ -141,9 +144,7 @@ def compile_lowered(lowered: jax.stages.Lowered, mesh: Mesh) -> jax.stages.Compi
         traffic = (cost or {}).get("bytes accessed", 0.0) / mesh.devices.size
         if traffic > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED:
             options = dict(CPU_COMPILER_OPTIONS)
-    compiled = lowered.compile(options)
-    release_freed_memory()
-    return compiled
+    return lowered.compile(options)
 
 
 def release_freed_memory() -> None:
@@ -170,6 +171,7 @@ def compile_step(step_fn, mesh: Mesh, state, example_batch):
     have compiled.
     """
     compiled = compile_lowered(jit_step(step_fn, mesh, state).lower(state, example_batch), mesh)
+    release_freed_memory()  # what compiling freed, the lowered program included
     barrier("xrayjax_step_compiled")
     return compiled
 

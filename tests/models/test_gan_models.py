@@ -20,6 +20,7 @@ from xrayjax.models.layers import (
     conv_transpose_2x,
     instance_norm,
     reflect_conv,
+    resolve_weight_grad_form,
 )
 
 TINY = dict(features=8, num_blocks=2)
@@ -309,6 +310,27 @@ def test_matmul_weight_grad_equals_autodiff(kernel_size, stride, padding, cin, c
     for a, b in zip(matmul, xla, strict=True):  # output, input gradient, kernel gradient
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))))
     np.testing.assert_array_equal(matmul[0], y)
+
+
+@pytest.mark.parametrize(
+    "out_pixels, cin, cout, expected",
+    [
+        (64 * 64, 8, 8, "matmul"),  # large maps, whatever the width
+        (2 * 2, 64, 1, "matmul"),  # a conv to one channel
+        (32 * 32, 128, 128, "matmul"),  # the 32-feature residual blocks at 128 px
+        (32 * 32, 128, 4 * 64, "matmul"),  # their first subpixel conv
+        (32 * 32, 16, 32, "xla"),  # the demo's second conv (64 px, 16 features)
+        (32 * 32, 64, 64, "xla"),  # the study preset's residual blocks (128 px, 16 features)
+        (32 * 32, 64, 4 * 32, "xla"),  # and its first subpixel conv
+        (16 * 16, 128, 128, "xla"),  # wide, but on small maps
+    ],
+)
+def test_auto_weight_gradient_form(out_pixels, cin, cout, expected):
+    on_cpu = jax.default_backend() == "cpu"  # elsewhere "auto" is XLA's own everywhere
+    assert resolve_weight_grad_form("auto", out_pixels, cout, cin) == (
+        expected if on_cpu else "xla"
+    )
+    assert resolve_weight_grad_form("xla", out_pixels, cout, cin) == "xla"
 
 
 @pytest.mark.parametrize(

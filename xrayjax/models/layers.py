@@ -61,8 +61,15 @@ TAPS_MAX_FEATURES = 4
 # "auto" on CPU takes the matmul weight gradient for convs with at least this many output pixels
 # per image, or at most TAPS_MAX_FEATURES output channels. Measured fwd+bwd at 256² input: the
 # 64×64×256 residual convs 120 ms (vs 200), the subpixel convs 2x faster, the discriminator's conv
-# to 1 channel 10 ms (vs 27); on 32×32 maps neither form wins, and XLA's own compiles faster.
+# to 1 channel 10 ms (vs 27); on the 32×32 maps of those batch-1 runs neither form won, and XLA's
+# own compiles faster.
 MATMUL_GRAD_MIN_PIXELS = 64 * 64
+# ... and for wide convs (Cin·Cout at least the second figure) from 32×32 output maps. Measured
+# fwd+bwd at 128², batch 4, 32 features: the residual conv 128 -> 128 39.3 -> 25.8 ms, the
+# subpixel conv 128 -> 4·64 41.1 -> 18.8 ms; the whole 128-px CycleGAN step (batch 4) 4.59 ->
+# 3.91 s, the best of 6 alternating steps. The demo's and the study preset's narrower convs on
+# such maps keep XLA's (docs/performance.md).
+MATMUL_GRAD_WIDE_MIN_PIXELS, MATMUL_GRAD_WIDE_MIN_WEIGHTS = 32 * 32, 128 * 128
 # The matmul weight gradient gathers all taps into one matrix (im2col) when kh·kw·Cin is at most
 # this, and runs one matmul per tap above it.
 IM2COL_MAX_DEPTH = 256
@@ -85,9 +92,13 @@ def resolve_upsample_form(form: str) -> str:
     return _resolve(form, UPSAMPLE_FORMS, "subpixel", "transpose")
 
 
-def resolve_weight_grad_form(form: str, out_pixels: int, features: int) -> str:
+def resolve_weight_grad_form(form: str, out_pixels: int, features: int, in_features: int) -> str:
     """The weight gradient form of a conv with `out_pixels` output pixels per image."""
-    big = out_pixels >= MATMUL_GRAD_MIN_PIXELS or features <= TAPS_MAX_FEATURES
+    wide = (
+        out_pixels >= MATMUL_GRAD_WIDE_MIN_PIXELS
+        and in_features * features >= MATMUL_GRAD_WIDE_MIN_WEIGHTS
+    )
+    big = out_pixels >= MATMUL_GRAD_MIN_PIXELS or features <= TAPS_MAX_FEATURES or wide
     return _resolve(form, WEIGHT_GRAD_FORMS, "matmul" if big else "xla", "xla")
 
 
@@ -169,12 +180,12 @@ def conv2d(
 ) -> jax.Array:
     """NHWC × HWIO cross-correlation with zero padding ((lo, hi), (lo, hi)), no bias."""
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    kh, kw, _, features = kernel.shape
+    kh, kw, in_features, features = kernel.shape
     (top, bottom), (left, right) = padding
     out_pixels = ((x.shape[1] + top + bottom - kh) // stride + 1) * (
         (x.shape[2] + left + right - kw) // stride + 1
     )
-    if resolve_weight_grad_form(weight_grad, out_pixels, features) == "matmul":
+    if resolve_weight_grad_form(weight_grad, out_pixels, features, in_features) == "matmul":
         return _conv_matmul_weight_grad(x, kernel, stride, padding)
     return _lax_conv(x, kernel, stride, padding)
 

@@ -132,6 +132,8 @@ def benchmark(config, steps: int) -> dict:
     start = time.perf_counter()
     compiled = parallel.compile_lowered(lowered, mesh)  # as training compiles it
     compile_s = time.perf_counter() - start
+    del lowered  # as parallel.compile_step, keep only the executable
+    parallel.release_freed_memory()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0

@@ -86,7 +86,7 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
 
     def add(name, shape, out_pixels, cout, forms, make):
         """forms: (form, weight_grad or None where it does not apply, form is auto's pick)."""
-        auto_weight_grad = resolve_weight_grad_form("auto", out_pixels, cout)
+        auto_weight_grad = resolve_weight_grad_form("auto", out_pixels, cout, shape[-1])
         for form, weight_grad, auto in forms:
             label = form if weight_grad is None else f"{form}/{_SHORT[weight_grad]}"
             auto = auto and weight_grad in (None, auto_weight_grad)
