@@ -137,14 +137,12 @@ def compile_lowered(lowered: jax.stages.Lowered, mesh: Mesh) -> jax.stages.Compi
 
     Call `release_freed_memory()` once the lowered program is dropped too.
     """
-    options = None
-    if mesh.devices.flat[0].platform == "cpu":
-        cost = lowered.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost  # a list of one in older jax
-        traffic = (cost or {}).get("bytes accessed", 0.0) / mesh.devices.size
-        if traffic > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED:
-            options = dict(CPU_COMPILER_OPTIONS)
-    return lowered.compile(options)
+    large = (
+        mesh.devices.flat[0].platform == "cpu"
+        and lowered.cost_analysis()["bytes accessed"] / mesh.devices.size
+        > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
+    )
+    return lowered.compile(CPU_COMPILER_OPTIONS if large else None)
 
 
 def release_freed_memory() -> None:

@@ -134,9 +134,7 @@ def benchmark(config, steps: int) -> dict:
     compile_s = time.perf_counter() - start
     del lowered  # as parallel.compile_step, keep only the executable
     parallel.release_freed_memory()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))  # None on some backends
     memory = memory_bytes(compiled)
     state, metrics = compiled(state, batch)  # warm-up
     jax.block_until_ready(metrics)
