@@ -150,7 +150,7 @@ def test_generator_forms_agree_values_and_gradients(tiny_params):
     ref_value, ref_grad = value_and_grad(("valid", "transpose", "xla"), tiny_params)
     # convs feeding an instance norm have ~0 bias gradients: compare on the gradients' scale
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grad))
-    # "auto" on CPU: same_crop stem and blocks, taps head, subpixel upsampling, matmul weight grads
+    # "auto" on CPU: same_crop stem and blocks, taps head and upsampling, matmul weight grads
     value, grad = value_and_grad(("auto", "auto", "auto"), tiny_params)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
     for g, r in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True):
@@ -228,21 +228,22 @@ def _value_and_grads(layer, form, x, kernel, cotangent):
 # ---- layer forms --------------------------------------------------------------------------------
 
 
-def test_subpixel_upsampling_equals_transpose_and_pytorch():
+@pytest.mark.parametrize("form", ["subpixel", "taps"])
+def test_upsampling_forms_equal_transpose_and_pytorch(form):
     x = _random((2, 5, 6, 8), seed=1)
     kernel = _random((3, 3, 8, 4), seed=2, scale=0.3)
     transpose = conv_transpose_2x(x, kernel, "transpose")
-    subpixel = conv_transpose_2x(x, kernel, "subpixel")
-    assert subpixel.shape == (2, 10, 12, 4)
-    np.testing.assert_allclose(subpixel, transpose, atol=1e-5)
+    fast = conv_transpose_2x(x, kernel, form)
+    assert fast.shape == (2, 10, 12, 4)
+    np.testing.assert_allclose(fast, transpose, atol=1e-5)
     # PyTorch's weight (Cin, Cout, kh, kw) is the flax kernel flipped in space
     weight = np.asarray(kernel)[::-1, ::-1].transpose(2, 3, 0, 1)
     torch_reference = _torch_conv_transpose(x, weight)
-    np.testing.assert_allclose(subpixel, torch_reference, atol=1e-5)
+    np.testing.assert_allclose(fast, torch_reference, atol=1e-5)
     np.testing.assert_allclose(transpose, torch_reference, atol=1e-5)
 
     # the module has nn.ConvTranspose's parameters, and with padding ((1, 2), (1, 2)) its values
-    module = ConvTranspose2x(4, form="subpixel")
+    module = ConvTranspose2x(4, form=form)
     flax_transpose = nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)))
     shapes = [jax.eval_shape(m.init, _key(0), x) for m in (module, flax_transpose)]
     assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])
@@ -255,14 +256,24 @@ def test_subpixel_upsampling_equals_transpose_and_pytorch():
     )
 
 
-def test_subpixel_upsampling_gradients_equal():
-    x = _random((1, 6, 6, 8), seed=1)
+@pytest.mark.parametrize("form", ["subpixel", "taps"])
+def test_upsampling_forms_gradients_equal(form):
+    x = _random((2, 6, 5, 8), seed=1)
     kernel = _random((3, 3, 8, 4), seed=2, scale=0.3)
-    cotangent = _random((1, 12, 12, 4), seed=4)
-    subpixel = _value_and_grads(conv_transpose_2x, "subpixel", x, kernel, cotangent)
+    cotangent = _random((2, 12, 10, 4), seed=4)
+    fast = _value_and_grads(conv_transpose_2x, form, x, kernel, cotangent)
     transpose = _value_and_grads(conv_transpose_2x, "transpose", x, kernel, cotangent)
-    for a, b in zip(subpixel, transpose, strict=True):
+    for a, b in zip(fast, transpose, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+    # one image at a time under vmap, as the GAN step calls the generator: the same gradients
+    def loss(x, k):
+        per_image = jax.vmap(lambda image: conv_transpose_2x(image[None], k, form)[0])
+        return jnp.sum(per_image(x) * cotangent)
+
+    dx, dk = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
+    np.testing.assert_allclose(dx, transpose[1], atol=1e-5)
+    np.testing.assert_allclose(dk, transpose[2], atol=1e-5)
 
 
 @pytest.mark.parametrize("kernel_size, cin, cout", [(3, 16, 16), (7, 8, 1), (7, 1, 8)])

@@ -15,4 +15,5 @@ def test_rows_follow_the_features_and_batch_asked_for(capsys):
     # 4 features: the residual blocks run at 4·4 channels on 16 / 4 = 4 px maps
     assert rows and all(row[:5] == ["16", "G", "block", "3x3", "16->16"] for row in rows)
     assert {row[5].rstrip("*") for row in rows} == {"valid/xla", "same_crop/xla", "same_crop/mm"}
-    assert all(float(value) > 0 for row in rows for value in row[-3:])
+    # times in ms with one decimal: a 4-px conv can print 0.0, never a negative or a non-number
+    assert all(float(value) >= 0 for row in rows for value in row[-3:])

@@ -60,7 +60,7 @@ class ResnetGenerator(nn.Module):
         or none). Active only with train=True; draws from the 'dropout' rng collection.
       reflect_conv: form of the reflection-padded convs ("auto", "valid", "same_crop", "taps";
         see layers.py). All forms give the same results and share parameters.
-      upsample: form of the transposed convs ("auto", "transpose", "subpixel").
+      upsample: form of the transposed convs ("auto", "transpose", "subpixel", "taps").
       weight_grad: how every conv's weight gradient is computed ("auto", "xla", "matmul").
       dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
     """

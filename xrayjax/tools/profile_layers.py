@@ -117,6 +117,7 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
         auto = resolve_upsample_form("auto")
         forms = [("transpose", None, auto == "transpose")]
         forms += [("subpixel", wg, auto == "subpixel") for wg in ("xla", "matmul")]
+        forms += [("taps", None, auto == "taps")]
         make = functools.partial(ConvTranspose2x, cin // 2)
         # the subpixel conv's output is res × res × 4·Cout before depth-to-space
         add(f"G up 3x3/2T {cin}->{cin // 2}", (res, res, cin), res * res, 2 * cin, forms, make)
