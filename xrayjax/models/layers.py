@@ -18,11 +18,11 @@ PyTorch ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1) (`ConvT
   "transpose"  lax.conv_transpose with explicit padding ((1, 2), (1, 2)): the plain form.
   "subpixel"   one 2×2 conv to 4·Cout channels, then depth-to-space. XLA CPU's gradient of a
                stride-2 transposed conv is 10-20x slower than a regular conv's.
-  "taps"       one matmul Cin -> 9·Cout (every kernel tap at every input pixel), then each of
-               the four output phases sums its taps' slices (1, 2, 2 and 4 of them), shifted.
-               No zero taps (the 2×2 subpixel kernel is 7/16 zeros), and a custom VJP whose
-               input and weight gradients are plain 2-D matmuls, which XLA CPU runs 1.5-2x
-               faster than the N-D contractions autodiff would give.
+  "taps"       per output row phase, one matmul Cin -> (its 3 or 6 kernel taps)·Cout at every
+               input pixel; each of the four output phases then sums its taps' slices (1, 2, 2
+               and 4 of them), shifted. No zero taps (the 2×2 subpixel kernel is 7/16 zeros),
+               and a custom VJP whose input and weight gradients are plain 2-D matmuls: with
+               autodiff's N-D contractions instead, this layer's backward ran 2-4x slower.
 Weight gradient of every conv (`weight_grad`):
   "xla"        autodiff: XLA computes it as a convolution with the output gradient as the
                kernel, which XLA CPU runs 2-3x slower than the forward conv.
