@@ -311,7 +311,8 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
     return k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
 
 
-# The same relation as (output phase a) -> ((kernel tap, input shift u), ...) per axis.
+# _SUBPIXEL_TAP's relation the other way round, per axis: output phase a (y[2m + a]) ->
+# ((kernel tap i, input shift u: x[m + u]), ...).
 _PHASE_TAPS = (((1, 0),), ((0, 0), (2, 1)))
 # ... and kernel tap -> (the output phase it feeds, its input shift).
 _TAP_PHASE = {i: (a, u) for a, taps in enumerate(_PHASE_TAPS) for i, u in taps}
@@ -340,8 +341,8 @@ def _phase_rows(a: int) -> tuple[int, ...]:
     return tuple(i for i, _ in _PHASE_TAPS[a])
 
 
-# One matmul per output row phase (3 and 6 taps), not one for all 9: the taps tensor of each is
-# 0.75 and 1.5 times the output, and only one of them is alive at a time.
+# One matmul per output row phase (3 and 6 taps), not one for all 9: their taps tensors are 0.75
+# and 1.5 times the output, against 2.25 (study-scale step temporaries 833 against 866 MiB).
 @jax.custom_vjp
 def _upsample_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
     n, h, w, cin = x.shape
