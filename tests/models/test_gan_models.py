@@ -350,6 +350,7 @@ def test_auto_weight_gradient_form(out_pixels, cin, cout, expected):
         (conv2d, "matmul", (3, 3, 32, 8)),
         (reflect_conv, "taps", (3, 3, 32, 1)),
         (conv_transpose_2x, "subpixel", (3, 3, 32, 8)),
+        (conv_transpose_2x, "taps", (3, 3, 32, 8)),
     ],
 )
 def test_custom_forms_bfloat16_gradients(layer, form, kernel_shape):

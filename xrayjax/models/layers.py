@@ -71,9 +71,9 @@ TAPS_MAX_FEATURES = 4
 MATMUL_GRAD_MIN_PIXELS = 64 * 64
 # ... and for wide convs (Cin·Cout at least the second figure) from 32×32 output maps. Measured
 # fwd+bwd at 128², batch 4, 32 features: the residual conv 128 -> 128 39.3 -> 25.8 ms, the
-# subpixel conv 128 -> 4·64 41.1 -> 18.8 ms; the whole 128-px CycleGAN step (batch 4) 4.59 ->
-# 3.91 s, the best of 6 alternating steps. The demo's and the study preset's narrower convs on
-# such maps keep XLA's (docs/performance.md).
+# subpixel conv 128 -> 4·64 41.1 -> 18.8 ms (before "taps" became auto's upsampling); the whole
+# 128-px CycleGAN step (batch 4) 4.59 -> 3.91 s, the best of 6 alternating steps. The demo's and
+# the study preset's narrower convs on such maps keep XLA's (docs/performance.md).
 MATMUL_GRAD_WIDE_MIN_PIXELS, MATMUL_GRAD_WIDE_MIN_WEIGHTS = 32 * 32, 128 * 128
 # The matmul weight gradient gathers all taps into one matrix (im2col) when kh·kw·Cin is at most
 # this, and runs one matmul per tap above it.
@@ -311,11 +311,15 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
     return k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
 
 
-# _SUBPIXEL_TAP's relation the other way round, per axis: output phase a (y[2m + a]) ->
-# ((kernel tap i, input shift u: x[m + u]), ...).
-_PHASE_TAPS = (((1, 0),), ((0, 0), (2, 1)))
-# ... and kernel tap -> (the output phase it feeds, its input shift).
-_TAP_PHASE = {i: (a, u) for a, taps in enumerate(_PHASE_TAPS) for i, u in taps}
+# _SUBPIXEL_TAP read the other way round, per axis: output phase a -> ((kernel tap, input
+# shift u), ...) without the zero tap, i.e. ((1, 0),) and ((0, 0), (2, 1)); and kernel tap i ->
+# (the output phase it feeds, its input shift), for i = 0, 1, 2.
+_PHASE_TAPS = tuple(
+    tuple((int(_SUBPIXEL_TAP[u, a]), u) for u in (0, 1) if _SUBPIXEL_TAP[u, a] != 3) for a in (0, 1)
+)
+_TAP_PHASE = tuple(
+    next((a, u) for a, taps in enumerate(_PHASE_TAPS) for t, u in taps if t == i) for i in range(3)
+)
 
 
 def _shift(a: jax.Array, du: int, dv: int) -> jax.Array:
@@ -388,7 +392,7 @@ def _upsample_taps_bwd(residuals, dy):
             [
                 _unshift(g[:, :, a, :, b], du, dv)
                 for _, du in _PHASE_TAPS[a]
-                for b, dv in (_TAP_PHASE[j] for j in range(3))
+                for b, dv in _TAP_PHASE  # kernel columns 0, 1, 2
             ],
             3,
         ).reshape(n * h * w, -1)
