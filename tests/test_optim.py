@@ -1,5 +1,6 @@
 """The constant-then-linear learning-rate schedule."""
 
+import numpy as np
 import pytest
 
 from xrayjax import optim
@@ -24,14 +25,30 @@ def test_schedule_without_decay_and_errors():
         optim.constant_then_linear_decay(1e-3, 0, 0)
 
 
-def test_adam_exposes_learning_rate():
+def test_scheduled_adam_applies_the_rate_written_into_its_state():
     import jax.numpy as jnp
 
-    tx = optim.adam(optim.constant_then_linear_decay(0.5, 1, 3), b1=0.5, b2=0.999)
-    params = {"w": jnp.ones(2)}
-    state = tx.init(params)
+    schedule = optim.constant_then_linear_decay(0.5, 1, 3)
+    tx = optim.adam(0.5, b1=0.5, b2=0.999, scheduled=True)
+    plain = optim.adam(1.0, b1=0.5, b2=0.999)  # its step, scaled by each rate below
+    params, grads = {"w": jnp.ones(2)}, {"w": jnp.asarray([1.0, -3.0])}
+    state, plain_state = tx.init(params), plain.init(params)
+    assert float(optim.current_lr(state)) == 0.5  # before any write: the initial rate
     lrs = []
-    for _ in range(3):
-        _, state = tx.update({"w": jnp.ones(2)}, state, params)
+    for count in range(3):
+        state = optim.with_learning_rate(state, schedule(count))
+        updates, state = tx.update(grads, state, params)
+        unit, plain_state = plain.update(grads, plain_state, params)
         lrs.append(float(optim.current_lr(state)))
-    assert lrs == [pytest.approx(0.5), pytest.approx(0.5), 0.0]
+        np.testing.assert_allclose(updates["w"], lrs[-1] * unit["w"], rtol=1e-6)
+    assert lrs == [0.5, 0.5, 0.0]  # constant for 1 update, then down to 0 at the last
+    # The layout a schedule run inside the step had: its own update counter beside the rate.
+    assert int(state.hyperparams_states["learning_rate"].count) == 3
+
+
+def test_schedule_is_float32_arithmetic():
+    schedule = optim.constant_then_linear_decay(2e-4, constant_steps=3, total_steps=10)
+    values = [schedule(count) for count in range(10)]
+    assert all(isinstance(v, np.float32) for v in values)
+    remaining = np.float32(9 - 7) / np.float32(6)
+    assert values[7] == np.float32(2e-4) * remaining  # the last bit, as the step computed it

@@ -85,12 +85,18 @@ def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:
             weight_grad=forms["weight_grad"],
             dtype=dtype,
         ),
-        gen_tx=optim.adam(gen_sched, config.optim.gen.b1, config.optim.gen.b2),
-        disc_tx=optim.adam(disc_sched, config.optim.disc.b1, config.optim.disc.b2),
+        gen_tx=optim.adam(
+            config.optim.gen.lr, config.optim.gen.b1, config.optim.gen.b2, scheduled=True
+        ),
+        disc_tx=optim.adam(
+            config.optim.disc.lr, config.optim.disc.b1, config.optim.disc.b2, scheduled=True
+        ),
         cycle_weight=config.loss.cycle_weight,
         identity_weight=config.loss.identity_weight,
         pool_size=config.pool_size,
         disc_every=every,
+        gen_schedule=gen_sched,
+        disc_schedule=disc_sched,
     )
 
 

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 from xrayjax import optim, parallel
 from xrayjax.steps.gan import GanEngine
@@ -29,17 +28,21 @@ class TinyDiscriminator(nn.Module):
         return nn.Conv(1, (4, 4), strides=(2, 2))(nn.leaky_relu(nn.Conv(4, (3, 3))(x), 0.2))
 
 
-def _engine(domains="AB", disc_every=1, pool_size=4):
+def _engine(domains="AB", disc_every=1, pool_size=4, total_steps=6):
     return GanEngine(
         domains=tuple(domains),
         generator=TinyGenerator(),
         discriminator=TinyDiscriminator(),
-        gen_tx=optim.adam(optim.constant_then_linear_decay(2e-3, 2, 6), b1=0.5, b2=0.999),
-        disc_tx=optim.adam(optim.constant_then_linear_decay(1e-3, 2, 6), b1=0.5, b2=0.999),
+        gen_tx=optim.adam(2e-3, b1=0.5, b2=0.999, scheduled=True),
+        disc_tx=optim.adam(1e-3, b1=0.5, b2=0.999, scheduled=True),
         cycle_weight=10.0,
         identity_weight=5.0,
         pool_size=pool_size,
         disc_every=disc_every,
+        gen_schedule=optim.constant_then_linear_decay(2e-3, 2, total_steps),
+        disc_schedule=optim.constant_then_linear_decay(
+            1e-3, 2 // disc_every, max(1, total_steps // disc_every)
+        ),
     )
 
 
@@ -59,7 +62,8 @@ def _run(engine, devices, batches):
     state = parallel.replicate(mesh, engine.init(jax.random.PRNGKey(0), (8, 8, 1)))
     step = parallel.jit_step(engine.train_step, mesh, state)
     history = []
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        state = engine.with_learning_rates(state, i)
         state, metrics = step(state, parallel.global_batch_array(mesh, batch))
         history.append(parallel.fetch(metrics))
     return parallel.fetch(state), history
@@ -100,14 +104,36 @@ def test_discriminators_update_every_third_step():
     assert int(state.disc_opt_state.inner_state[0].count) == 2
     assert int(state.gen_opt_state.inner_state[0].count) == 6
     assert int(state.pools["AB"].count) == 4  # filled by the first update's 4 images
+    # Their schedule counts their updates: rates for updates 0 and 1 at steps 2 and 5; the
+    # steps between log the latest update's rate.
+    assert [np.float32(h["lr_d"]) for h in history] == [np.float32(1e-3)] * 5 + [0.0]
 
 
 def test_learning_rates_logged_and_decay_to_zero():
     engine = _engine("AB")
     _, history = _run(engine, jax.devices(), _batches("AB", 6))
-    lrs = [float(h["lr_g"]) for h in history]
-    assert lrs[0] == pytest.approx(2e-3) and lrs[-1] == 0.0
+    lrs = [np.float32(h["lr_g"]) for h in history]
+    assert lrs == [engine.gen_schedule(i) for i in range(6)]  # to the last bit
+    assert lrs[0] == np.float32(2e-3) and lrs[3] < lrs[2] and lrs[-1] == 0.0
     assert float(history[-1]["lr_d"]) == 0.0
+
+
+def test_the_step_program_holds_no_schedule():
+    """Runs of other lengths and rates compile to one program, so the persistent compilation
+    cache serves them across processes."""
+    state = _engine().init(jax.random.PRNGKey(0), (8, 8, 1))
+    batch = {d: {"image": jnp.zeros((4, 8, 8, 1))} for d in "AB"}
+    short, long = _engine(total_steps=6), _engine(total_steps=600)
+    other_rates = dataclasses.replace(
+        long,
+        gen_tx=optim.adam(5e-4, b1=0.5, b2=0.999, scheduled=True),
+        gen_schedule=optim.constant_then_linear_decay(5e-4, 100, 600),
+    )
+    assert other_rates != short
+    programs = {
+        jax.jit(e.train_step).lower(state, batch).as_text() for e in (short, long, other_rates)
+    }
+    assert len(programs) == 1
 
 
 def test_dropout_depends_on_example_not_on_batch_position_only():
@@ -206,18 +232,23 @@ def test_thesis_networks_one_and_four_devices_agree(phantom_data_dir):
 
 
 def test_equal_engines_share_one_jitted_step():
-    """Runs in one process (an ablation's seeds, a resumed run) trace and compile a step once."""
+    """Runs in one process (an ablation's seeds, the per-class CycleGAN pair, runs of other
+    lengths) trace and compile a step once."""
     from configs import cyclegan_forearm
     from xrayjax import build
 
     config = cyclegan_forearm.get_config("runlocal")
     first, second = (build.gan_engine(config, steps_per_epoch=4, total_steps=12) for _ in "ab")
-    longer = build.gan_engine(config, steps_per_epoch=4, total_steps=13)  # another schedule
+    longer = build.gan_engine(config, steps_per_epoch=5, total_steps=13)  # another schedule
+    config.model.num_blocks += 1
+    deeper = build.gan_engine(config, steps_per_epoch=4, total_steps=12)
     mesh = parallel.make_mesh()
     state = jax.eval_shape(build.gan_init(first, config), jax.random.PRNGKey(0))
-    assert first == second and first is not second and longer != first
+    assert first == second == longer and first is not second and deeper != first
+    assert longer.gen_schedule(11) != first.gen_schedule(11)
     step = parallel.jit_step(first.train_step, mesh, state)
     assert parallel.jit_step(second.train_step, mesh, state) is step
-    assert parallel.jit_step(longer.train_step, mesh, state) is not step
+    assert parallel.jit_step(longer.train_step, mesh, state) is step
+    assert parallel.jit_step(deeper.train_step, mesh, state) is not step
     other_mesh = parallel.make_mesh(jax.devices()[:1])
     assert parallel.jit_step(first.train_step, other_mesh, state) is not step

@@ -47,7 +47,11 @@ def example_keys(key: jax.Array, batch: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class GanEngine:
-    """Static description of an N-domain GAN: networks, loss weights, optimizers, schedule."""
+    """Static description of an N-domain GAN: networks, loss weights, optimizers, schedules.
+
+    The schedules run on the host (`with_learning_rates`) and take no part in equality, so
+    engines that differ only in them share one compiled step.
+    """
 
     domains: Sequence[str]
     generator: nn.Module
@@ -58,6 +62,9 @@ class GanEngine:
     identity_weight: float
     pool_size: int = 50
     disc_every: int = 1  # generator updates per discriminator update (3 for the multi-cycleGAN)
+    # update number → rate; None keeps the optimizers' initial rates
+    gen_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
+    disc_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
 
     @property
     def pairs(self) -> list[str]:
@@ -137,6 +144,22 @@ class GanEngine:
             return self._discriminate({"params": disc_params[name]}, images)
 
         return discriminate
+
+    def with_learning_rates(self, state: GanState, step: int) -> GanState:
+        """The state with the rates of its step number `step` (0-based) written in, before it runs.
+
+        The discriminators' schedule counts their own updates; they are written only on the
+        steps that update them, so the logged rate stays that of their latest update.
+        """
+        if self.gen_schedule is not None:
+            rate = self.gen_schedule(step)
+            state = state.replace(gen_opt_state=optim.with_learning_rate(state.gen_opt_state, rate))
+        if self.disc_schedule is not None and (step + 1) % self.disc_every == 0:
+            rate = self.disc_schedule(step // self.disc_every)
+            state = state.replace(
+                disc_opt_state=optim.with_learning_rate(state.disc_opt_state, rate)
+            )
+        return state
 
     def train_step(self, state: GanState, batch: dict) -> tuple[GanState, dict]:
         """One generator update (and a discriminator update every `disc_every` steps)."""

@@ -112,6 +112,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> GanS
     try:
         for step in range(start + 1, total_steps + 1):
             batch = parallel.global_batch_array(mesh, next(data_it))
+            state = engine.with_learning_rates(state, step - 1)
             if step_fn is None:
                 step_fn = parallel.compile_step(engine.train_step, mesh, state, batch)
             state, metrics = step_fn(state, batch)
