@@ -46,9 +46,23 @@ def test_scheduled_adam_applies_the_rate_written_into_its_state():
     assert int(state.hyperparams_states["learning_rate"].count) == 3
 
 
-def test_schedule_is_float32_arithmetic():
-    schedule = optim.constant_then_linear_decay(2e-4, constant_steps=3, total_steps=10)
-    values = [schedule(count) for count in range(10)]
-    assert all(isinstance(v, np.float32) for v in values)
-    remaining = np.float32(9 - 7) / np.float32(6)
-    assert values[7] == np.float32(2e-4) * remaining  # the last bit, as the step computed it
+@pytest.mark.parametrize(
+    "lr, constant, total", [(2e-4, 640, 1920), (2e-4, 660, 1980), (5e-5, 70, 220)]
+)
+def test_schedule_equals_the_one_compiled_into_the_step_before(lr, constant, total):
+    """Until 2026-12-05 XLA computed the schedule inside the step; the host gives the same
+    rates to the bit, so runs resumed from checkpoints of that time go on as they would have."""
+    import jax
+    import jax.numpy as jnp
+
+    decay, last = total - 1 - constant, total - 1
+
+    def in_step(count):  # the former in-graph schedule, verbatim
+        remaining = jnp.clip((last - count) / decay, 0.0, 1.0)
+        return lr * remaining
+
+    compiled = np.asarray(jax.jit(jax.vmap(in_step))(jnp.arange(total, dtype=jnp.int32)))
+    schedule = optim.constant_then_linear_decay(lr, constant, total)
+    host = np.asarray([schedule(count) for count in range(total)])
+    assert host.dtype == np.float32 and host[-1] == 0.0
+    np.testing.assert_array_equal(host, compiled)

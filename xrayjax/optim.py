@@ -14,9 +14,10 @@ import optax
 from data_prep import errors
 
 # A schedule is evaluated on the host and its rate written into the optimizer state before each
-# update (`with_learning_rate`), so the compiled step holds no schedule constant: runs that
-# differ only in their length, epochs or rates (the per-class CycleGAN pair, a study's body
-# parts, a sweep) share one compiled program, in one process and through the persistent cache.
+# update (`with_learning_rate`), so the compiled step holds no schedule constant. Runs that
+# differ only in their length or epochs (the per-class CycleGAN pair, a study's body parts)
+# share one jitted step in a process; runs that also differ in their rates compile to the same
+# program, which the persistent cache then serves.
 Schedule = Callable[[int], np.float32]
 
 
@@ -26,8 +27,8 @@ def constant_then_linear_decay(lr: float, constant_steps: int, total_steps: int)
 
     The thesis keeps the rate for 10 epochs and decays it to zero over the rest (sec. 3.2.2.1).
     Updates are counted from 0, so the last one is `total_steps − 1` and uses a rate of exactly
-    0. When the constant part covers the whole run there is no decay. The rate is float32
-    arithmetic, as the step would compute it.
+    0. When the constant part covers the whole run there is no decay. Evaluated on the host,
+    in float32.
     """
     if total_steps < 1:
         raise errors.InputError(f"total_steps must be at least 1, got {total_steps}")
@@ -38,10 +39,15 @@ def constant_then_linear_decay(lr: float, constant_steps: int, total_steps: int)
         return lambda count: rate
     last = total_steps - 1
 
+    # XLA computed this schedule inside the step until 2026-12-05, dividing by the constant as
+    # a multiplication by its float32 reciprocal; so does this, to the bit, so runs resumed
+    # from checkpoints of that time go on as they would have.
+    reciprocal = np.float32(1) / np.float32(decay_steps)
+
     def schedule(count: int) -> np.float32:
         # A fraction of the remaining updates, so the last update's rate is exactly 0 (a
         # difference of rates would round to ±1e-11 in float32).
-        remaining = np.float32(last - count) / np.float32(decay_steps)
+        remaining = np.float32(last - count) * reciprocal
         return rate * np.clip(remaining, np.float32(0), np.float32(1))
 
     return schedule
@@ -98,9 +104,12 @@ def adam(
 def with_learning_rate(opt_state, lr: float):
     """`adam`'s state with the rate of its next update set to `lr` (placed like the old one)."""
     old = opt_state.hyperparams["learning_rate"]
-    new = np.asarray(lr, old.dtype)
+    value = np.asarray(lr, old.dtype)
+    new = value
     if isinstance(old, jax.Array):
-        new = jax.device_put(new, old.sharding)
+        # Not device_put: across processes it checks that every process passes the same value,
+        # a blocking collective each step; every process computes the same rate.
+        new = jax.make_array_from_callback(old.shape, old.sharding, lambda _: value)
     return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": new})
 
 
