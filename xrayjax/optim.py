@@ -21,7 +21,6 @@ from data_prep import errors
 Schedule = Callable[[int], np.float32]
 
 
-@functools.cache
 def constant_then_linear_decay(lr: float, constant_steps: int, total_steps: int) -> Schedule:
     """lr for `constant_steps` updates, then linear decay reaching exactly 0 at the last update.
 
