@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,23 +35,35 @@ def _conv_net_step(state, batch):
     return {"kernels": kernels}, {"loss": value}
 
 
-def test_large_cpu_steps_compile_for_least_memory_with_identical_results(monkeypatch):
+def _lowered_conv_net(seed: int, layers: int, channels: int, size: int):
+    """The conv net's step on one device, lowered, with its random state and batch."""
     mesh = parallel.make_mesh(jax.devices()[:1])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    shape = (3, 3, channels, channels)
     state = {
-        "kernels": [jnp.asarray(rng.normal(0, 0.1, (3, 3, 8, 8)), jnp.float32) for _ in range(3)]
+        "kernels": [jnp.asarray(rng.normal(0, 0.1, shape), jnp.float32) for _ in range(layers)]
     }
-    batch = jnp.asarray(rng.normal(size=(4, 32, 32, 8)), jnp.float32)
-    lowered = parallel.jit_step(_conv_net_step, mesh, state).lower(state, batch)
-    default = lowered.compile()  # XLA's own (concurrency-first) schedule
-    temp = default.memory_analysis().temp_size_in_bytes
+    batch = jnp.asarray(rng.normal(size=(4, size, size, channels)), jnp.float32)
+    return mesh, state, batch, parallel.jit_step(_conv_net_step, mesh, state).lower(state, batch)
+
+
+def test_large_cpu_steps_compile_for_least_memory_with_identical_results(monkeypatch):
+    mesh, state, batch, lowered = _lowered_conv_net(seed=0, layers=3, channels=8, size=32)
+    temp = lowered.compile().memory_analysis().temp_size_in_bytes  # XLA's defaults
+    # The reference takes every option of a large step but the schedule (concurrency-first).
+    options = parallel.large_cpu_step_options()
+    unscheduled = {k: v for k, v in options.items() if k not in parallel.CPU_COMPILER_OPTIONS}
+    default = lowered.compile(unscheduled or None)
     traffic = lowered.cost_analysis()["bytes accessed"]
     monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", traffic + 1)
     small = parallel.compile_lowered(lowered, mesh)
     monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", traffic - 1)
     large = parallel.compile_lowered(lowered, mesh)
     assert small.memory_analysis().temp_size_in_bytes == temp  # below the threshold: unchanged
-    assert large.memory_analysis().temp_size_in_bytes < 0.9 * temp
+    assert (
+        large.memory_analysis().temp_size_in_bytes
+        < 0.9 * default.memory_analysis().temp_size_in_bytes
+    )
     copy = jax.tree.map(jnp.copy, state)
     for _ in range(3):  # the schedule orders the same operations: every bit agrees
         state, metrics = large(state, batch)
@@ -58,6 +71,44 @@ def test_large_cpu_steps_compile_for_least_memory_with_identical_results(monkeyp
     assert float(metrics["loss"]) == float(copy_metrics["loss"])
     for ours, reference in zip(jax.tree.leaves(state), jax.tree.leaves(copy), strict=True):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference))
+
+
+def _library_convolutions(compiled: jax.stages.Compiled) -> int:
+    """How many convolutions of a compiled CPU program run inside YNNPACK fusions."""
+    blocks = compiled.as_text().split("\n\n")
+    called = {
+        name
+        for block in blocks
+        for line in block.splitlines()
+        if "__ynn_fusion" in line
+        for name in re.findall(r"calls=(%[\w.\-]+)", line)
+    }
+    return sum(
+        block.count(" convolution(")
+        for block in blocks
+        if block.split(" ", 1)[0].removeprefix("ENTRY ") in called
+    )
+
+
+def test_large_cpu_steps_leave_convolutions_to_xla_where_ynnpack_is_slower():
+    # 32 channels: narrow convs never go to YNNPACK, so they could not show the choice.
+    _, state, batch, lowered = _lowered_conv_net(seed=1, layers=2, channels=32, size=8)
+    options = parallel.large_cpu_step_options()
+    library = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
+    assert _library_convolutions(lowered.compile(library)) > 0  # the count sees them when asked
+    if parallel._jaxlib_version() >= parallel.YNN_CONVOLUTIONS_FROM:
+        assert options == parallel.CPU_COMPILER_OPTIONS  # XLA's own choice stands
+        return
+    assert options["xla_cpu_experimental_ynn_fusion_type"] == "LIBRARY_FUSION_TYPE_REDUCE"
+    large, plain = lowered.compile(options), lowered.compile(library)
+    assert _library_convolutions(large) == 0
+    copy = jax.tree.map(jnp.copy, state)
+    for _ in range(2):  # other kernels, the same step within float32 rounding
+        state, metrics = large(state, batch)
+        copy, copy_metrics = plain(copy, batch)
+    np.testing.assert_allclose(float(metrics["loss"]), float(copy_metrics["loss"]), rtol=1e-5)
+    for ours, reference in zip(jax.tree.leaves(state), jax.tree.leaves(copy), strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-4, atol=1e-6)
 
 
 _FRAGMENT_AND_RELEASE = """

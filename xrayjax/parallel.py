@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.metadata
 import os
 import sys
 
@@ -30,6 +31,15 @@ DATA_AXIS = "data"
 # features and batch 4 47 GB, the full-size one 162 GB (docs/performance.md, "Memory").
 MEMORY_SCHEDULE_MIN_BYTES_ACCESSED = 32e9
 CPU_COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+# XLA's CPU compiler hands convolutions and reductions to YNNPACK by default. In jaxlib 0.10.2
+# its convolutions ran the 128-px step's residual conv (4×32×32×128, 3×3) slower than XLA's own:
+# forward 10.2 against 6.9 ms, value and both gradients 50.5 against 31.0 ms; the large steps
+# took 5-8 % longer (docs/performance.md, "YNNPACK's convolutions"). In jaxlib 0.12 they are the
+# faster. Its reductions are the faster in both: with YNNPACK off altogether the 128-px step took
+# 5.1 s against 3.9. So large steps on jaxlib before 0.12 keep YNNPACK for reductions only.
+YNN_REDUCTIONS_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+YNN_CONVOLUTIONS_FROM = (0, 12)
 
 
 def initialize_distributed(
@@ -133,7 +143,7 @@ def _jit_step(step_fn, mesh: Mesh, treedef):
 
 
 def compile_lowered(lowered: jax.stages.Lowered, mesh: Mesh) -> jax.stages.Compiled:
-    """Compile a lowered step: on CPU, for least memory where its traffic is large.
+    """Compile a lowered step: on CPU, where its traffic is large, with `large_cpu_step_options`.
 
     Call `release_freed_memory()` once the lowered program is dropped too.
     """
@@ -142,7 +152,20 @@ def compile_lowered(lowered: jax.stages.Lowered, mesh: Mesh) -> jax.stages.Compi
         and lowered.cost_analysis()["bytes accessed"] / mesh.devices.size
         > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
     )
-    return lowered.compile(CPU_COMPILER_OPTIONS if large else None)
+    return lowered.compile(large_cpu_step_options() if large else None)
+
+
+def large_cpu_step_options() -> dict[str, str]:
+    """XLA options for a CPU step above the traffic threshold (see the comments above)."""
+    options = dict(CPU_COMPILER_OPTIONS)
+    if _jaxlib_version() < YNN_CONVOLUTIONS_FROM:
+        options |= YNN_REDUCTIONS_ONLY
+    return options
+
+
+def _jaxlib_version() -> tuple[int, int]:
+    major, minor = importlib.metadata.version("jaxlib").split(".")[:2]
+    return int(major), int(minor)
 
 
 def release_freed_memory() -> None:
