@@ -73,6 +73,31 @@ def test_large_cpu_steps_compile_for_least_memory_with_identical_results(monkeyp
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference))
 
 
+def _slower_step(state, batch):
+    """`_conv_net_step` with another rate: a stand-in for the same step in other forms."""
+    new, metrics = _conv_net_step(state, batch)
+    kernels = [2 * k - o for k, o in zip(new["kernels"], state["kernels"], strict=True)]
+    return {"kernels": kernels}, metrics
+
+
+def test_a_large_step_is_lowered_in_the_forms_given_for_large_steps(monkeypatch):
+    mesh, state, batch, lowered = _lowered_conv_net(seed=2, layers=1, channels=8, size=8)
+    traffic = lowered.cost_analysis()["bytes accessed"]
+    results = {}
+    for name, threshold in (("small", traffic + 1), ("large", traffic - 1)):
+        monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", threshold)
+        program, large = parallel.lower_step(_conv_net_step, mesh, state, batch, _slower_step)
+        assert large == (name == "large")
+        compiled = parallel.compile_step(_conv_net_step, mesh, state, batch, _slower_step)
+        assert compiled.as_text() == parallel.compile_lowered(program, mesh, large).as_text()
+        results[name] = compiled(jax.tree.map(jnp.copy, state), batch)[0]["kernels"][0]
+    plain = parallel.jit_step(_conv_net_step, mesh, state)(jax.tree.map(jnp.copy, state), batch)
+    slower = parallel.jit_step(_slower_step, mesh, state)(jax.tree.map(jnp.copy, state), batch)
+    np.testing.assert_array_equal(results["small"], plain[0]["kernels"][0])
+    np.testing.assert_array_equal(results["large"], slower[0]["kernels"][0])
+    assert not np.array_equal(results["small"], results["large"])
+
+
 def _library_convolutions(compiled: jax.stages.Compiled) -> int:
     """How many convolutions of a compiled CPU program run inside YNNPACK fusions."""
     blocks = compiled.as_text().split("\n\n")

@@ -58,6 +58,35 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 # --- GAN (CycleGAN and multi-cycleGAN) -------------------------------------------------------
 
+# The "auto" forms were chosen with XLA's CPU convolutions in YNNPACK. A large CPU step on jaxlib
+# before 0.12 compiles with XLA's own (`parallel.large_cpu_step_options`), under which the plain
+# reflect conv and XLA's weight gradient are the faster: the 128-px step with 32 features and
+# batch 4 took 2.90 against 3.42 s (best of 6, median 3.21 against 3.77), the full-size step
+# 9.88 against 10.96 s (best of 3, median 10.68 against 11.26), temporaries 773 against 834 and
+# 2,035 against 2,130 MiB (docs/performance.md, "YNNPACK's convolutions").
+LARGE_CPU_STEP_FORMS = {"reflect_conv": "valid", "weight_grad": "xla"}
+
+
+def large_cpu_step_engine(engine: GanEngine) -> GanEngine:
+    """The engine for a large CPU step: its "auto" forms replaced by `LARGE_CPU_STEP_FORMS`.
+
+    The same engine where large steps keep XLA's default convolutions. Forms change no
+    parameter, so states and checkpoints are shared with the engine given.
+    """
+    if not parallel.large_steps_use_xla_convolutions():
+        return engine
+
+    def resolved(module):
+        forms = {
+            field: form
+            for field, form in LARGE_CPU_STEP_FORMS.items()
+            if getattr(module, field, None) == "auto"
+        }
+        return module.clone(**forms) if forms else module
+
+    generator, discriminator = resolved(engine.generator), resolved(engine.discriminator)
+    return dataclasses.replace(engine, generator=generator, discriminator=discriminator)
+
 
 def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:
     """Networks, optimizers and loss weights from the config."""

@@ -142,23 +142,49 @@ def _jit_step(step_fn, mesh: Mesh, treedef):
     )
 
 
-def compile_lowered(lowered: jax.stages.Lowered, mesh: Mesh) -> jax.stages.Compiled:
-    """Compile a lowered step: on CPU, where its traffic is large, with `large_cpu_step_options`.
+def lower_step(step_fn, mesh: Mesh, state, example_batch, large_step_fn=None):
+    """`jit_step` lowered for the batch's shapes, and whether it is a large CPU step.
+
+    `large_step_fn`, when given, is the same step in the forms that suit a large CPU step: a
+    step judged large (on `step_fn`'s program) is lowered in it instead.
+    """
+    lowered = jit_step(step_fn, mesh, state).lower(state, example_batch)
+    large = is_large_cpu_step(lowered, mesh)
+    if large and large_step_fn not in (None, step_fn):
+        lowered = jit_step(large_step_fn, mesh, state).lower(state, example_batch)
+    return lowered, large
+
+
+def compile_lowered(
+    lowered: jax.stages.Lowered, mesh: Mesh, large: bool | None = None
+) -> jax.stages.Compiled:
+    """Compile a lowered step; a large CPU step (judged here unless given) with its options.
 
     Call `release_freed_memory()` once the lowered program is dropped too.
     """
-    large = (
+    if large is None:
+        large = is_large_cpu_step(lowered, mesh)
+    return lowered.compile(large_cpu_step_options() if large else None)
+
+
+def is_large_cpu_step(lowered: jax.stages.Lowered, mesh: Mesh) -> bool:
+    """Whether a lowered step runs on CPU with memory traffic above the threshold, per device."""
+    return (
         mesh.devices.flat[0].platform == "cpu"
         and lowered.cost_analysis()["bytes accessed"] / mesh.devices.size
         > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
     )
-    return lowered.compile(large_cpu_step_options() if large else None)
+
+
+def large_steps_use_xla_convolutions() -> bool:
+    """Whether large CPU steps compile with XLA's own convolutions (jaxlib before 0.12)."""
+    return _jaxlib_version() < YNN_CONVOLUTIONS_FROM
 
 
 def large_cpu_step_options() -> dict[str, str]:
     """XLA options for a CPU step above the traffic threshold (see the comments above)."""
     options = dict(CPU_COMPILER_OPTIONS)
-    if _jaxlib_version() < YNN_CONVOLUTIONS_FROM:
+    if large_steps_use_xla_convolutions():
         options |= YNN_REDUCTIONS_ONLY
     return options
 
@@ -184,14 +210,16 @@ def release_freed_memory() -> None:
     trim(0)
 
 
-def compile_step(step_fn, mesh: Mesh, state, example_batch):
-    """`jit_step` compiled ahead of time for the batch's shapes, then a barrier.
+def compile_step(step_fn, mesh: Mesh, state, example_batch, large_step_fn=None):
+    """`lower_step`, compiled ahead of time, then a barrier.
 
     Processes finish compiling at different times; the first collective of a step gives its
     peers only ~30 s (gloo's context deadline on CPU), so every process waits here until all
     have compiled.
     """
-    compiled = compile_lowered(jit_step(step_fn, mesh, state).lower(state, example_batch), mesh)
+    lowered, large = lower_step(step_fn, mesh, state, example_batch, large_step_fn)
+    compiled = compile_lowered(lowered, mesh, large)
+    del lowered
     release_freed_memory()  # what compiling freed, the lowered program included
     barrier("xrayjax_step_compiled")
     return compiled

@@ -92,3 +92,32 @@ def test_layer_forms_reach_the_networks_and_a_typo_is_refused():
     config.model.weight_grad = "matmull"
     with pytest.raises(errors.InputError, match=r"model.weight_grad='matmull'; allowed: auto"):
         build.gan_engine(config, steps_per_epoch=1, total_steps=1)
+
+
+@pytest.mark.parametrize("jaxlib", [(0, 10), (0, 12)])
+def test_a_large_cpu_step_takes_the_forms_of_xla_convolutions_where_it_compiles_with_them(
+    jaxlib, monkeypatch
+):
+    import jax
+
+    from configs import cyclegan_forearm
+    from xrayjax import build, parallel
+
+    monkeypatch.setattr(parallel, "_jaxlib_version", lambda: jaxlib)
+    config = cyclegan_forearm.get_config("runlocal")
+    config.model.weight_grad = "matmul"  # chosen by the user: kept
+    engine = build.gan_engine(config, steps_per_epoch=1, total_steps=1)
+    large = build.large_cpu_step_engine(engine)
+    if jaxlib >= parallel.YNN_CONVOLUTIONS_FROM:
+        assert large is engine  # XLA's default convolutions: the "auto" forms stand
+        return
+    assert (large.generator.reflect_conv, large.generator.upsample) == ("valid", "auto")
+    assert large.generator.weight_grad == large.discriminator.weight_grad == "matmul"
+    config.model.weight_grad = "auto"
+    large = build.large_cpu_step_engine(build.gan_engine(config, 1, 1))
+    assert large.generator.weight_grad == large.discriminator.weight_grad == "xla"
+    # Other forms, the same parameters: a state or checkpoint serves both engines.
+    init = jax.eval_shape(build.gan_init(engine, config), jax.random.PRNGKey(0))
+    large_init = jax.eval_shape(build.gan_init(large, config), jax.random.PRNGKey(0))
+    assert jax.tree.structure(init) == jax.tree.structure(large_init)
+    assert jax.tree.leaves(init) == jax.tree.leaves(large_init)

@@ -98,7 +98,7 @@ def _gan_setup(config, mesh):
         name: {"image": rng.uniform(-1, 1, (config.global_batch, *shape)).astype(np.float32)}
         for name in config.domains
     }
-    return engine.train_step, state, batch
+    return engine.train_step, state, batch, build.large_cpu_step_engine(engine).train_step
 
 
 def _classifier_setup(config, mesh):
@@ -113,7 +113,7 @@ def _classifier_setup(config, mesh):
         "image": rng.uniform(-1, 1, shape).astype(np.float32),
         "label": rng.integers(0, 2, config.global_batch).astype(np.int32),
     }
-    return engine.train_step, state, batch
+    return engine.train_step, state, batch, None
 
 
 SETUPS = {"gan": _gan_setup, "classifier": _classifier_setup}
@@ -123,14 +123,14 @@ def benchmark(config, steps: int) -> dict:
     """Compile and time the training step; returns the figures."""
     mesh = parallel.make_mesh()
     parallel.check_global_batch(config.global_batch, mesh)
-    step_fn, state, host_batch = SETUPS[config.trainer](config, mesh)
+    step_fn, state, host_batch, large_step_fn = SETUPS[config.trainer](config, mesh)
     batch = parallel.global_batch_array(mesh, host_batch)
-    jitted = parallel.jit_step(step_fn, mesh, state)
     start = time.perf_counter()
-    lowered = jitted.lower(state, batch)  # Python tracing, then the program handed to XLA
+    # Python tracing, then the program handed to XLA, as training lowers and compiles it.
+    lowered, large = parallel.lower_step(step_fn, mesh, state, batch, large_step_fn)
     trace_s = time.perf_counter() - start
     start = time.perf_counter()
-    compiled = parallel.compile_lowered(lowered, mesh)  # as training compiles it
+    compiled = parallel.compile_lowered(lowered, mesh, large)
     compile_s = time.perf_counter() - start
     del lowered  # as parallel.compile_step, keep only the executable
     parallel.release_freed_memory()

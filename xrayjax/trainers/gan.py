@@ -114,7 +114,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> GanS
             batch = parallel.global_batch_array(mesh, next(data_it))
             state = engine.with_learning_rates(state, step - 1)
             if step_fn is None:
-                step_fn = parallel.compile_step(engine.train_step, mesh, state, batch)
+                large = build.large_cpu_step_engine(engine)  # other forms, same parameters
+                step_fn = parallel.compile_step(
+                    engine.train_step, mesh, state, batch, large_step_fn=large.train_step
+                )
             state, metrics = step_fn(state, batch)
             last = step == total_steps
             due_ckpt = last or step % config.checkpoint_every == 0
