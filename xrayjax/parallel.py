@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.metadata
 import os
 import sys
+from collections.abc import Callable
 
 import jax
+import jaxlib.version
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -35,9 +36,10 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPT
 # XLA's CPU compiler hands convolutions and reductions to YNNPACK by default. In jaxlib 0.10.2
 # its convolutions ran the 128-px step's residual conv (4×32×32×128, 3×3) slower than XLA's own:
 # forward 10.2 against 6.9 ms, value and both gradients 50.5 against 31.0 ms; the large steps
-# took 5-8 % longer (docs/performance.md, "YNNPACK's convolutions"). In jaxlib 0.12 they are the
-# faster. Its reductions are the faster in both: with YNNPACK off altogether the 128-px step took
-# 5.1 s against 3.9. So large steps on jaxlib before 0.12 keep YNNPACK for reductions only.
+# took 5-8 % longer (docs/performance.md, "YNNPACK's convolutions"). In jaxlib 0.12 the whole
+# 128-px step is the faster with them. Its reductions are the faster in both: with YNNPACK off
+# altogether the 128-px step took 5.1 s against 3.9. So large steps on jaxlib before 0.12 keep
+# YNNPACK for reductions only.
 YNN_REDUCTIONS_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 YNN_CONVOLUTIONS_FROM = (0, 12)
 
@@ -142,7 +144,9 @@ def _jit_step(step_fn, mesh: Mesh, treedef):
     )
 
 
-def lower_step(step_fn, mesh: Mesh, state, example_batch, large_step_fn=None):
+def lower_step(
+    step_fn: Callable, mesh: Mesh, state, example_batch, large_step_fn: Callable | None = None
+) -> tuple[jax.stages.Lowered, bool]:
     """`jit_step` lowered for the batch's shapes, and whether it is a large CPU step.
 
     `large_step_fn`, when given, is the same step in the forms that suit a large CPU step: a
@@ -151,6 +155,7 @@ def lower_step(step_fn, mesh: Mesh, state, example_batch, large_step_fn=None):
     lowered = jit_step(step_fn, mesh, state).lower(state, example_batch)
     large = is_large_cpu_step(lowered, mesh)
     if large and large_step_fn not in (None, step_fn):
+        del lowered  # not alive beside the next one
         lowered = jit_step(large_step_fn, mesh, state).lower(state, example_batch)
     return lowered, large
 
@@ -190,7 +195,7 @@ def large_cpu_step_options() -> dict[str, str]:
 
 
 def _jaxlib_version() -> tuple[int, int]:
-    major, minor = importlib.metadata.version("jaxlib").split(".")[:2]
+    major, minor = jaxlib.version.__version__.split(".")[:2]
     return int(major), int(minor)
 
 
@@ -210,7 +215,9 @@ def release_freed_memory() -> None:
     trim(0)
 
 
-def compile_step(step_fn, mesh: Mesh, state, example_batch, large_step_fn=None):
+def compile_step(
+    step_fn: Callable, mesh: Mesh, state, example_batch, large_step_fn: Callable | None = None
+) -> jax.stages.Compiled:
     """`lower_step`, compiled ahead of time, then a barrier.
 
     Processes finish compiling at different times; the first collective of a step gives its

@@ -5,8 +5,9 @@ in another, mathematically identical form that XLA's CPU backend runs several ti
 parameters are the same in every form (names, shapes, layout), so a checkpoint moves freely between
 forms and backends; "auto" picks the fast form on CPU and the plain one elsewhere (unmeasured on
 GPU/TPU, where cuDNN-style libraries handle the plain forms well). The CPU choices suit XLA's
-default convolutions (YNNPACK's, in jaxlib 0.10 and 0.12); a large CPU step compiled with XLA's
-own takes the plain reflect conv and weight gradient (`xrayjax.build.large_cpu_step_engine`).
+default convolutions (YNNPACK's, in jaxlib 0.10 and 0.12); the GAN trainer's large CPU step,
+compiled with XLA's own, takes the plain reflect conv and weight gradient
+(`xrayjax.build.large_cpu_step_engine`).
 
 Reflection-padded stride-1 conv (`ReflectConv`, `form`):
   "valid"      reflect pad, 'VALID' conv: the plain form.
