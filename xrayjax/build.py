@@ -58,7 +58,7 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 # --- GAN (CycleGAN and multi-cycleGAN) -------------------------------------------------------
 
-# The "auto" forms were chosen with XLA's CPU convolutions in YNNPACK. A large CPU step on jaxlib
+# The "auto" forms suit XLA's default CPU convolutions (YNNPACK's). A large CPU step on jaxlib
 # before 0.12 compiles with XLA's own (`parallel.large_cpu_step_options`), under which the plain
 # reflect conv and XLA's weight gradient are the faster: the 128-px step with 32 features and
 # batch 4 took 2.90 against 3.42 s (best of 6, median 3.21 against 3.77), the full-size step
