@@ -56,9 +56,9 @@ def test_large_cpu_steps_compile_for_least_memory_with_identical_results(monkeyp
     default = lowered.compile(unscheduled or None)
     traffic = lowered.cost_analysis()["bytes accessed"]
     monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", traffic + 1)
-    small = parallel.compile_lowered(lowered, mesh)
+    small = parallel.compile_lowered(lowered, parallel.is_large_cpu_step(lowered, mesh))
     monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", traffic - 1)
-    large = parallel.compile_lowered(lowered, mesh)
+    large = parallel.compile_lowered(lowered, parallel.is_large_cpu_step(lowered, mesh))
     assert small.memory_analysis().temp_size_in_bytes == temp  # below the threshold: unchanged
     assert (
         large.memory_analysis().temp_size_in_bytes
@@ -89,7 +89,7 @@ def test_a_large_step_is_lowered_in_the_forms_given_for_large_steps(monkeypatch)
         program, large = parallel.lower_step(_conv_net_step, mesh, state, batch, _slower_step)
         assert large == (name == "large")
         compiled = parallel.compile_step(_conv_net_step, mesh, state, batch, _slower_step)
-        assert compiled.as_text() == parallel.compile_lowered(program, mesh, large).as_text()
+        assert compiled.as_text() == parallel.compile_lowered(program, large).as_text()
         results[name] = compiled(jax.tree.map(jnp.copy, state), batch)[0]["kernels"][0]
     plain = parallel.jit_step(_conv_net_step, mesh, state)(jax.tree.map(jnp.copy, state), batch)
     slower = parallel.jit_step(_slower_step, mesh, state)(jax.tree.map(jnp.copy, state), batch)

@@ -160,15 +160,11 @@ def lower_step(
     return lowered, large
 
 
-def compile_lowered(
-    lowered: jax.stages.Lowered, mesh: Mesh, large: bool | None = None
-) -> jax.stages.Compiled:
-    """Compile a lowered step; a large CPU step (judged here unless given) with its options.
+def compile_lowered(lowered: jax.stages.Lowered, large: bool) -> jax.stages.Compiled:
+    """Compile a lowered step; a large CPU step (`lower_step` says which) with its options.
 
     Call `release_freed_memory()` once the lowered program is dropped too.
     """
-    if large is None:
-        large = is_large_cpu_step(lowered, mesh)
     return lowered.compile(large_cpu_step_options() if large else None)
 
 
@@ -225,7 +221,7 @@ def compile_step(
     have compiled.
     """
     lowered, large = lower_step(step_fn, mesh, state, example_batch, large_step_fn)
-    compiled = compile_lowered(lowered, mesh, large)
+    compiled = compile_lowered(lowered, large)
     del lowered
     release_freed_memory()  # what compiling freed, the lowered program included
     barrier("xrayjax_step_compiled")

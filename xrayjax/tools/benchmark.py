@@ -131,7 +131,7 @@ def benchmark(config, steps: int) -> dict:
     lowered, large = parallel.lower_step(step_fn, mesh, state, batch, large_step_fn)
     trace_s = time.perf_counter() - start
     start = time.perf_counter()
-    compiled = parallel.compile_lowered(lowered, mesh, large)
+    compiled = parallel.compile_lowered(lowered, large)
     compile_s = time.perf_counter() - start
     del lowered  # as parallel.compile_step, keep only the executable
     parallel.release_freed_memory()
