@@ -20,6 +20,7 @@ from xrayjax.models.layers import (
     conv_transpose_2x,
     instance_norm,
     reflect_conv,
+    reflect_pad,
     resolve_weight_grad_form,
 )
 
@@ -274,6 +275,30 @@ def test_upsampling_forms_gradients_equal(form):
     dx, dk = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
     np.testing.assert_allclose(dx, transpose[1], atol=1e-5)
     np.testing.assert_allclose(dk, transpose[2], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "pad, shape", [(1, (2, 9, 12, 16)), (3, (1, 20, 16, 4)), (3, (1, 8, 11, 3)), (3, (1, 5, 4, 2))]
+)
+def test_reflect_pad_gradient_is_autodiffs_to_the_bit(pad, shape):
+    x = _random(shape, seed=1)
+    plain = functools.partial(jnp.pad, pad_width=((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    padded = reflect_pad(x, pad)
+    np.testing.assert_array_equal(padded, plain(x, mode="reflect"))
+    cotangent = _random(padded.shape, seed=2)
+    (grad,) = jax.jit(lambda x, c: jax.vjp(lambda x: reflect_pad(x, pad), x)[1](c))(x, cotangent)
+    (ref,) = jax.jit(lambda x, c: jax.vjp(lambda x: plain(x, mode="reflect"), x)[1](c))(
+        x, cotangent
+    )
+    # Same sums in the same order: no result moves with the faster transpose.
+    np.testing.assert_array_equal(grad, ref)
+    # Each input pixel's gradient is the sum of the cotangent at every padded pixel copying it.
+    source = jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)
+    copies = plain(source, mode="reflect")
+    expected = jax.ops.segment_sum(
+        cotangent.reshape(-1), copies.reshape(-1).astype(jnp.int32), num_segments=x.size
+    ).reshape(x.shape)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("kernel_size, cin, cout", [(3, 16, 16), (7, 8, 1), (7, 1, 8)])

@@ -122,8 +122,55 @@ def instance_norm(dtype: Any = jnp.float32, name: str | None = None) -> nn.Insta
     )
 
 
-def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
+def _reflect_pad(x: jax.Array, pad: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+def _unreflect(g: jax.Array, axis: int, pad: int) -> jax.Array:
+    """The transpose of reflect padding by `pad` along `axis` (length n + 2·pad -> n)."""
+    n = g.shape[axis] - 2 * pad
+
+    def rows(start: int, stop: int) -> jax.Array:
+        return lax.slice_in_dim(g, start, stop, axis=axis)
+
+    def placed(a: jax.Array, before: int, after: int) -> jax.Array:
+        widths = [(0, 0)] * g.ndim
+        widths[axis] = (before, after)
+        return jnp.pad(a, widths)
+
+    # Padded rows 0..pad-1 copy rows pad..1, and rows n+pad.. copy rows n-2..n-1-pad.
+    low = jnp.flip(rows(0, pad), axis)
+    high = jnp.flip(rows(n + pad, n + 2 * pad), axis)
+    return rows(pad, pad + n) + placed(low, 1, n - 1 - pad) + placed(high, n - 1 - pad, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _reflect_pad_unreflected_grad(x: jax.Array, pad: int) -> jax.Array:
+    return _reflect_pad(x, pad)
+
+
+def _reflect_pad_fwd(x, pad):
+    return _reflect_pad(x, pad), None
+
+
+def _reflect_pad_bwd(pad, _, g):
+    # Autodiff's transpose of jnp.pad's reflect mode is a chain of slice-and-pad passes over the
+    # padded gradient, each written out (four fusions in a 3×3 conv's input gradient); one
+    # expression per axis leaves three, and runs faster (docs/performance.md). Width first, as
+    # autodiff goes, so every sum is the same to the bit.
+    return (_unreflect(_unreflect(g, 2, pad), 1, pad),)
+
+
+_reflect_pad_unreflected_grad.defvjp(_reflect_pad_fwd, _reflect_pad_bwd)
+
+
+def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
+    """NHWC x reflect-padded by `pad` in height and width, as PyTorch's ReflectionPad2d."""
+    # Where the two borders' copies meet (or reflect again, numpy's way for pad >= size), a pixel
+    # takes three or more copies, summed in another order than autodiff's: autodiff keeps those.
+    if 2 * pad + 2 > min(x.shape[1], x.shape[2]):
+        return _reflect_pad(x, pad)
+    return _reflect_pad_unreflected_grad(x, pad)
 
 
 # ---- convolution with a choice of weight gradient ----------------------------------------------
