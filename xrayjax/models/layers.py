@@ -157,7 +157,8 @@ def _reflect_pad_bwd(pad, _, g):
     # Autodiff's transpose of jnp.pad's reflect mode is a chain of slice-and-pad passes over the
     # padded gradient, each written out (four fusions in a 3×3 conv's input gradient); one
     # expression per axis leaves three, and runs faster (docs/performance.md). Width first, as
-    # autodiff goes, so every sum is the same to the bit.
+    # autodiff goes: the same sums in the same order (the CycleGAN step's results are the same
+    # to the bit either way).
     return (_unreflect(_unreflect(g, 2, pad), 1, pad),)
 
 
@@ -165,7 +166,11 @@ _reflect_pad_unreflected_grad.defvjp(_reflect_pad_fwd, _reflect_pad_bwd)
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
-    """NHWC x reflect-padded by `pad` in height and width, as PyTorch's ReflectionPad2d."""
+    """NHWC x reflect-padded by `pad` in height and width, as PyTorch's ReflectionPad2d.
+
+    Differentiable in reverse mode (a custom VJP above the smallest sizes); `jax.jvp` through
+    it is not defined.
+    """
     # Where the two borders' copies meet (or reflect again, numpy's way for pad >= size), a pixel
     # takes three or more copies, summed in another order than autodiff's: autodiff keeps those.
     if 2 * pad + 2 > min(x.shape[1], x.shape[2]):
