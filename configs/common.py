@@ -91,7 +91,7 @@ def layer_forms() -> dict[str, str]:
     """
     return {
         "upsample": "auto",  # or "transpose" | "subpixel"
-        "reflect_conv": "auto",  # or "valid" | "same_crop" | "taps"
+        "reflect_conv": "auto",  # or "valid" | "same_crop" | "taps" | "winograd"
         "weight_grad": "auto",  # or "xla" | "matmul"
     }
 

@@ -63,15 +63,22 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 # reflect conv and XLA's weight gradient are the faster: the 128-px step with 32 features and
 # batch 4 took 2.90 against 3.42 s (best of 6, median 3.21 against 3.77), the full-size step
 # 9.88 against 10.96 s (best of 3, median 10.68 against 11.26), temporaries 773 against 834 and
-# 2,035 against 2,130 MiB (docs/performance.md, "YNNPACK's convolutions").
-LARGE_CPU_STEP_FORMS = {"reflect_conv": "valid", "weight_grad": "xla"}
+# 2,035 against 2,130 MiB (docs/performance.md, "YNNPACK's convolutions"). Its residual convs
+# then take Winograd's form, and its generator calls the whole batch at once (a custom-gradient
+# layer under the per-example vmap computes its weight gradient one example at a time): the
+# 128-px step 3.21 against 3.75 s (median of 10, alternating with the tree before), the full-size
+# step 10.85 against 12.16 s (median of 5), at 1,562 and 3,122 MiB of peak against 1,518 and 3,113
+# (docs/performance.md, "Winograd").
+LARGE_CPU_STEP_FORMS = {"reflect_conv": "winograd", "weight_grad": "xla"}
 
 
 def large_cpu_step_engine(engine: GanEngine) -> GanEngine:
-    """The engine for a large CPU step: its "auto" forms replaced by `LARGE_CPU_STEP_FORMS`.
+    """The engine for a large CPU step: `LARGE_CPU_STEP_FORMS`, whole-batch generator calls.
 
-    The same engine where large steps keep XLA's default convolutions. Forms change no
-    parameter, so states and checkpoints are shared with the engine given.
+    Its "auto" forms take `LARGE_CPU_STEP_FORMS`; where large steps keep XLA's default
+    convolutions, it is the engine given. Forms change no parameter and the dropout masks are
+    the same, so states and checkpoints are shared with the engine given; results differ by
+    float rounding.
     """
     if not parallel.large_steps_use_xla_convolutions():
         return engine
@@ -85,7 +92,9 @@ def large_cpu_step_engine(engine: GanEngine) -> GanEngine:
         return module.clone(**forms) if forms else module
 
     generator, discriminator = resolved(engine.generator), resolved(engine.discriminator)
-    return dataclasses.replace(engine, generator=generator, discriminator=discriminator)
+    return dataclasses.replace(
+        engine, generator=generator, discriminator=discriminator, per_example_calls=False
+    )
 
 
 def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:

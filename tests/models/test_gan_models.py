@@ -135,6 +135,28 @@ def test_generator_dropout(tiny_params):
     np.testing.assert_allclose(no_dropout(variables, x, train=True), eval_a, atol=1e-6)
 
 
+def test_drawn_dropout_masks_are_the_per_example_draws(tiny_params):
+    model = ResnetGenerator(**TINY)
+    variables = {"params": tiny_params}
+    x = _random((3, 32, 32, 1))
+    # threefry, the GAN step's keys (rbg's draws under vmap differ from its draws without)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(7), i))(jnp.arange(3))
+    masks = jax.jit(model.draw_dropout_masks, static_argnums=1)(keys, x.shape[1:])
+    assert masks.shape == (2, 3, 8, 8, 32) and masks.dtype == jnp.bool_
+    assert 0.75 < float(masks.mean()) < 0.85  # keep probability 0.8
+    apply = jax.jit(model.apply, static_argnames="train")
+    for n in range(3):  # each example: the same output to the bit as with its key
+        keyed = apply(variables, x[n : n + 1], train=True, rngs={"dropout": keys[n]})
+        drawn = apply(variables, x[n : n + 1], train=True, dropout_masks=masks[:, n : n + 1])
+        np.testing.assert_array_equal(drawn, keyed)
+    whole = apply(variables, x, train=True, dropout_masks=masks)
+    per_example = jax.vmap(
+        lambda image, key: apply(variables, image[None], train=True, rngs={"dropout": key})[0]
+    )(x, keys)
+    np.testing.assert_allclose(whole, per_example, rtol=0, atol=1e-6)
+    assert not np.allclose(whole, apply(variables, x, train=False))
+
+
 def test_generator_forms_agree_values_and_gradients(tiny_params):
     x = _random((1, 32, 32, 1))
 
@@ -317,6 +339,37 @@ def test_same_crop_conv_equals_valid_conv(kernel_size, cin, cout):
     same_crop = reflect_conv(x, kernel, "same_crop")
     # bit-identical on XLA CPU as measured; the tolerance only guards against other XLA versions
     np.testing.assert_allclose(same_crop, valid, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, cout, weight_grad",
+    [((2, 8, 12, 16), 16, "xla"), ((1, 6, 6, 8), 24, "matmul"), ((3, 4, 10, 5), 3, "xla")],
+)
+def test_winograd_conv_equals_valid_conv_with_gradients(shape, cout, weight_grad):
+    x = _random(shape, seed=1)
+    kernel = _random((3, 3, shape[-1], cout), seed=2, scale=0.1)
+    cotangent = _random((*shape[:3], cout), seed=3)
+
+    def layer(x, k, form):
+        return reflect_conv(x, k, form, weight_grad)
+
+    winograd = _value_and_grads(layer, "winograd", x, kernel, cotangent)
+    valid = _value_and_grads(layer, "valid", x, kernel, cotangent)
+    for a, b in zip(winograd, valid, strict=True):  # output, input gradient, kernel gradient
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+    assert not np.array_equal(winograd[0], valid[0])  # computed otherwise, not handed on
+
+
+@pytest.mark.parametrize("shape, kernel_size", [((1, 7, 8, 4), 3), ((1, 8, 8, 4), 7)])
+def test_winograd_form_takes_the_plain_conv_where_it_does_not_apply(shape, kernel_size):
+    x = _random(shape, seed=1)
+    kernel = _random((kernel_size, kernel_size, 4, 2), seed=2, scale=0.1)
+    cotangent = _random((*shape[:3], 2), seed=3)
+    winograd = _value_and_grads(reflect_conv, "winograd", x, kernel, cotangent)
+    valid = _value_and_grads(reflect_conv, "valid", x, kernel, cotangent)
+    for a, b in zip(winograd, valid, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_taps_conv_equals_valid_conv_with_gradients():

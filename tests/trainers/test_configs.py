@@ -111,7 +111,8 @@ def test_a_large_cpu_step_takes_the_forms_of_xla_convolutions_where_it_compiles_
     if jaxlib >= parallel.YNN_CONVOLUTIONS_FROM:
         assert large is engine  # XLA's default convolutions: the "auto" forms stand
         return
-    assert (large.generator.reflect_conv, large.generator.upsample) == ("valid", "auto")
+    assert (large.generator.reflect_conv, large.generator.upsample) == ("winograd", "auto")
+    assert engine.per_example_calls and not large.per_example_calls
     assert large.generator.weight_grad == large.discriminator.weight_grad == "matmul"
     config.model.weight_grad = "auto"
     large = build.large_cpu_step_engine(build.gan_engine(config, 1, 1))

@@ -34,7 +34,9 @@ class ResnetBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, train: bool, dropout_mask: jax.Array | None = None
+    ) -> jax.Array:
         conv = functools.partial(
             ReflectConv,
             self.features,
@@ -44,9 +46,44 @@ class ResnetBlock(nn.Module):
             dtype=self.dtype,
         )
         y = nn.relu(instance_norm(self.dtype)(conv(name="conv_0")(x)))
-        if self.dropout_rate > 0:
+        if self.dropout_rate > 0 and train and dropout_mask is not None:
+            # The arithmetic of nn.Dropout, with a mask drawn beforehand (draw_dropout_masks).
+            y = jnp.where(dropout_mask, y / (1.0 - self.dropout_rate), jnp.zeros_like(y))
+        elif self.dropout_rate > 0:
             y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         return x + instance_norm(self.dtype)(conv(name="conv_1")(y))
+
+
+class _DropoutDraw(nn.Module):
+    """nn.Dropout's mask alone: one key from the 'dropout' rngs, one Bernoulli draw."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, shape: tuple[int, ...]) -> jax.Array:
+        return jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
+
+
+class _BlockDropoutDraw(nn.Module):
+    """A ResnetBlock's dropout mask, drawn in the scope path of the block's nn.Dropout."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, shape: tuple[int, ...]) -> jax.Array:
+        return _DropoutDraw(self.rate, name="Dropout_0")(shape)
+
+
+class _GeneratorDropoutDraws(nn.Module):
+    """Every residual block's dropout mask, drawn as the generator's own nn.Dropout layers do."""
+
+    num_blocks: int
+    rate: float
+
+    @nn.compact
+    def __call__(self, shape: tuple[int, ...]) -> jax.Array:
+        draws = [_BlockDropoutDraw(self.rate, name=f"block_{i}") for i in range(self.num_blocks)]
+        return jnp.stack([draw(shape) for draw in draws])
 
 
 class ResnetGenerator(nn.Module):
@@ -74,8 +111,26 @@ class ResnetGenerator(nn.Module):
     weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
+    def draw_dropout_masks(self, keys: jax.Array, image_shape: tuple[int, ...]) -> jax.Array:
+        """Each example's dropout masks, (num_blocks, N, H/4, W/4, 4·features), for `keys` (N,).
+
+        Bit for bit the masks that `apply(..., images[n:n + 1], train=True, rngs={"dropout":
+        keys[n]})` draws for example n, called under vmap over the examples (and without vmap
+        too, for keys whose draws vmap does not change, such as threefry's): the draws run in
+        the scope paths of the network's own nn.Dropout layers, so flax derives the same keys
+        from each example's key. Drawn apart, they let the network run on the whole batch at
+        once (`dropout_masks`), each example still with its own key. Needs dropout_rate > 0.
+        """
+        shape = (1, image_shape[0] // 4, image_shape[1] // 4, 4 * self.features)  # one example
+        draws = _GeneratorDropoutDraws(self.num_blocks, self.dropout_rate, parent=None)
+        masks = jax.vmap(lambda key: draws.apply({}, shape, rngs={"dropout": key}))(keys)
+        return masks[:, :, 0].swapaxes(0, 1)
+
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, train: bool, dropout_masks: jax.Array | None = None
+    ) -> jax.Array:
+        """G(x); `dropout_masks` (from `draw_dropout_masks`) replace the 'dropout' rngs' draws."""
         f, dtype = self.features, self.dtype
         forms = dict(weight_grad=self.weight_grad, dtype=dtype)
         x = x.astype(dtype)
@@ -88,7 +143,8 @@ class ResnetGenerator(nn.Module):
             block = ResnetBlock(
                 4 * f, self.dropout_rate, self.reflect_conv, **forms, name=f"block_{i}"
             )
-            x = block(x, train=train)
+            mask = None if dropout_masks is None else dropout_masks[i]
+            x = block(x, train=train, dropout_mask=mask)
         for i, mult in enumerate((2, 1)):
             x = ConvTranspose2x(f * mult, form=self.upsample, **forms, name=f"up_{i}")(x)
             x = nn.relu(instance_norm(dtype)(x))

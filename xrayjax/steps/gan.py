@@ -62,6 +62,11 @@ class GanEngine:
     identity_weight: float
     pool_size: int = 50
     disc_every: int = 1  # generator updates per discriminator update (3 for the multi-cycleGAN)
+    # The generator run once per example under vmap, each with its dropout key; or once on the
+    # whole batch with the same masks drawn beforehand (`ResnetGenerator.draw_dropout_masks`):
+    # the same function, rounded otherwise, and custom-gradient layers then see the whole batch
+    # (under vmap their weight gradients are one small matmul per example, summed after).
+    per_example_calls: bool = True
     # update number → rate; None keeps the optimizers' initial rates
     gen_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
     disc_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
@@ -119,7 +124,13 @@ class GanEngine:
 
             return jax.vmap(one)(images, keys)
 
-        return jax.jit(apply)
+        def apply_whole_batch(params, images, keys):
+            if self.generator.dropout_rate == 0:
+                return self.generator.apply(params, images, train=True)
+            masks = self.generator.draw_dropout_masks(keys, images.shape[1:])
+            return self.generator.apply(params, images, train=True, dropout_masks=masks)
+
+        return jax.jit(apply if self.per_example_calls else apply_whole_batch)
 
     @functools.cached_property
     def _discriminate(self):
