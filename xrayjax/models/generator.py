@@ -54,24 +54,14 @@ class ResnetBlock(nn.Module):
         return x + instance_norm(self.dtype)(conv(name="conv_1")(y))
 
 
-class _DropoutDraw(nn.Module):
-    """nn.Dropout's mask alone: one key from the 'dropout' rngs, one Bernoulli draw."""
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, shape: tuple[int, ...]) -> jax.Array:
-        return jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
-
-
 class _BlockDropoutDraw(nn.Module):
-    """A ResnetBlock's dropout mask, drawn in the scope path of the block's nn.Dropout."""
+    """A ResnetBlock's dropout mask: its nn.Dropout, in the same scope path, applied to ones."""
 
     rate: float
 
     @nn.compact
     def __call__(self, shape: tuple[int, ...]) -> jax.Array:
-        return _DropoutDraw(self.rate, name="Dropout_0")(shape)
+        return nn.Dropout(self.rate, deterministic=False)(jnp.ones(shape)) != 0
 
 
 class _GeneratorDropoutDraws(nn.Module):

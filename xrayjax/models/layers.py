@@ -386,11 +386,7 @@ def _winograd_conv_bwd(weight_grad, residuals, dy):
     # channels swapped: a 'VALID' 3×3 conv of dy zero-padded by 2, in the same form.
     turned = kernel[::-1, ::-1].swapaxes(2, 3)
     dx = _winograd_3x3(jnp.pad(dy, ((0, 0), (2, 2), (2, 2), (0, 0))), turned).astype(padded.dtype)
-    no_pad = ((0, 0), (0, 0))
-    if weight_grad == "matmul":
-        dk = _kernel_grad(padded, dy, kernel.shape, 1, no_pad)
-    else:
-        (dk,) = jax.vjp(lambda k: _lax_conv(padded, k, 1, no_pad), kernel)[1](dy)
+    (dk,) = jax.vjp(lambda k: conv2d(padded, k, weight_grad=weight_grad), kernel)[1](dy)
     return dx, dk.astype(kernel.dtype)
 
 
@@ -409,9 +405,7 @@ def reflect_conv(x: jax.Array, kernel: jax.Array, form: str, weight_grad: str = 
     form = resolve_reflect_conv_form(form, kernel.shape[-1])
     if form == "winograd":
         if winograd_applies(x.shape, kernel.shape):
-            pixels = x.shape[1] * x.shape[2]
-            grad = resolve_weight_grad_form(weight_grad, pixels, kernel.shape[3], kernel.shape[2])
-            return _winograd_conv(padded, kernel, grad)
+            return _winograd_conv(padded, kernel, weight_grad)
         form = "valid"
     if form == "valid":
         return conv2d(padded, kernel, weight_grad=weight_grad)
