@@ -116,10 +116,15 @@ def _free_port() -> int:
 
 def start_two_processes(config: str, workdir, data_dir, *overrides: str) -> list:
     """Start one run as 2 processes × 2 devices over jax.distributed on 127.0.0.1."""
+    return two_processes(command(config, workdir, data_dir, *overrides))
+
+
+def two_processes(argv: list[str]) -> list:
+    """Start `argv` as 2 processes × 2 devices over jax.distributed on 127.0.0.1."""
     port = _free_port()
     return [
         subprocess.Popen(
-            command(config, workdir, data_dir, *overrides),
+            argv,
             cwd=ROOT,
             env=device_env(2, i, port),
             stdout=subprocess.PIPE,
@@ -130,9 +135,19 @@ def start_two_processes(config: str, workdir, data_dir, *overrides: str) -> list
     ]
 
 
-def finish(processes: list) -> list[tuple[str, str]]:
-    """Wait for every process; assert each exited 0; their (stdout, stderr)."""
-    outputs = [p.communicate(timeout=TIMEOUT_S) for p in processes]
+def finish(processes: list, timeout_s: float = TIMEOUT_S) -> list[tuple[str, str]]:
+    """Wait for every process; assert each exited 0; their (stdout, stderr).
+
+    Past `timeout_s` every process is killed: a process of a multi-process run that hangs in a
+    collective ignores SIGTERM, and would outlive the test.
+    """
+    try:
+        outputs = [p.communicate(timeout=timeout_s) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+            p.wait()
+        raise
     for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     return outputs

@@ -1,4 +1,5 @@
-"""The compiled training step's memory: XLA's CPU scheduling, and memory freed after compiling."""
+"""The compiled training step's memory (XLA's CPU scheduling, memory freed after compiling), and
+multi-process CPU runs' compiled programs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import main_process
 import numpy as np
 import pytest
 from jax import lax
@@ -171,3 +173,30 @@ def test_release_freed_memory_hands_freed_heap_back():
     )
     resident = json.loads(out.stdout.strip().splitlines()[-1])
     assert resident["before"] - resident["after"] > 128, resident
+
+
+# Each process contributes two rows to a global batch of four and all get the doubled sum back.
+_CROSS_PROCESS_SUM = """
+import jax
+import numpy as np
+
+from xrayjax import parallel
+
+parallel.initialize_distributed()
+mesh = parallel.make_mesh()
+rows = np.arange(2, dtype=np.float32) + 10 * jax.process_index()
+batch = parallel.global_batch_array(mesh, rows)
+print(float(jax.jit(lambda x: (2 * x).sum(), out_shardings=parallel.replicated(mesh))(batch)))
+"""
+
+
+def test_a_second_two_process_cpu_run_finishes_with_the_persistent_cache_of_the_first(
+    tmp_path, monkeypatch
+):
+    """The hang of a resumed run on jaxlib 0.12.1: a cross-process program read back from the
+    cache the run before wrote never finished its all-reduce."""
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "cache"))
+    for _ in range(2):
+        processes = main_process.two_processes([sys.executable, "-c", _CROSS_PROCESS_SUM])
+        outputs = main_process.finish(processes, timeout_s=120)
+        assert [float(out.split()[-1]) for out, _ in outputs] == [44.0, 44.0]

@@ -70,6 +70,12 @@ def initialize_distributed(
     ):
         return  # one task: nothing to coordinate
     jax.distributed.initialize(coordinator, num_processes, process_id)
+    if jax.default_backend() == "cpu":
+        # jaxlib 0.12.1's CPU programs read back from the persistent cache never finish their
+        # cross-process collectives (gloo): a resumed two-process run hung at its first step.
+        # Compiled afresh they run, and the programs that run on CPUs across processes compile
+        # about as fast as they load (docs/performance.md, "Multi-process CPU runs").
+        jax.config.update("jax_enable_compilation_cache", False)
 
 
 def enable_compilation_cache() -> None:
