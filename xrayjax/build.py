@@ -58,9 +58,9 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 # --- GAN (CycleGAN and multi-cycleGAN) -------------------------------------------------------
 
-# The "auto" forms suit XLA's default CPU convolutions (YNNPACK's). A large CPU step on jaxlib
-# before 0.12 compiles with XLA's own (`parallel.large_cpu_step_options`), under which the plain
-# reflect conv and XLA's weight gradient are the faster: the 128-px step with 32 features and
+# The "auto" forms suit XLA's default CPU convolutions (YNNPACK's). A large CPU step compiles
+# with XLA's own (`parallel.large_cpu_step_options`), under which the plain reflect conv and
+# XLA's weight gradient are the faster (jaxlib 0.10.2): the 128-px step with 32 features and
 # batch 4 took 2.90 against 3.42 s (best of 6, median 3.21 against 3.77), the full-size step
 # 9.88 against 10.96 s (best of 3, median 10.68 against 11.26), temporaries 773 against 834 and
 # 2,035 against 2,130 MiB (docs/performance.md, "YNNPACK's convolutions"). Its residual convs
@@ -68,20 +68,19 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 # layer under the per-example vmap computes its weight gradient one example at a time): the
 # 128-px step 3.21 against 3.75 s (median of 10, alternating with the tree before), the full-size
 # step 10.85 against 12.16 s (median of 5), at 1,562 and 3,122 MiB of peak against 1,518 and 3,113
-# (docs/performance.md, "Winograd").
+# (docs/performance.md, "Winograd"). Under jaxlib 0.12.1 these forms with XLA's convolutions
+# took 2.82 s against 3.60 in the "auto" forms with YNNPACK's, the full-size step 9.60 against
+# 17.00 s (docs/performance.md, "Large steps under jaxlib 0.12.1").
 LARGE_CPU_STEP_FORMS = {"reflect_conv": "winograd", "weight_grad": "xla"}
 
 
 def large_cpu_step_engine(engine: GanEngine) -> GanEngine:
     """The engine for a large CPU step: `LARGE_CPU_STEP_FORMS`, whole-batch generator calls.
 
-    Its "auto" forms take `LARGE_CPU_STEP_FORMS`; where large steps keep XLA's default
-    convolutions, it is the engine given. Forms change no parameter and the dropout masks are
-    the same, so states and checkpoints are shared with the engine given; results differ by
-    float rounding.
+    Its "auto" forms take `LARGE_CPU_STEP_FORMS`. Forms change no parameter and the dropout
+    masks are the same, so states and checkpoints are shared with the engine given; results
+    differ by float rounding.
     """
-    if not parallel.large_steps_use_xla_convolutions():
-        return engine
 
     def resolved(module):
         forms = {

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 
 import jax
-import jaxlib.version
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -36,12 +35,13 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPT
 # XLA's CPU compiler hands convolutions and reductions to YNNPACK by default. In jaxlib 0.10.2
 # its convolutions ran the 128-px step's residual conv (4×32×32×128, 3×3) slower than XLA's own:
 # forward 10.2 against 6.9 ms, value and both gradients 50.5 against 31.0 ms; the large steps
-# took 5-8 % longer (docs/performance.md, "YNNPACK's convolutions"). In jaxlib 0.12 the whole
-# 128-px step is the faster with them. Its reductions are the faster in both: with YNNPACK off
-# altogether the 128-px step took 5.1 s against 3.9. So large steps on jaxlib before 0.12 keep
-# YNNPACK for reductions only.
+# took 5-8 % longer (docs/performance.md, "YNNPACK's convolutions"). In jaxlib 0.12 the 128-px
+# step in the "auto" forms was the faster with them, but in the large steps' own forms
+# (build.LARGE_CPU_STEP_FORMS) it is the slower there too: jaxlib 0.12.1, median 2.82 against
+# 3.60 s, the full-size step 9.60 against 17.00 s (docs/performance.md, "Large steps under
+# jaxlib 0.12.1"). Its reductions are the faster: with YNNPACK off altogether the 128-px step
+# took 5.1 s against 3.9 (jaxlib 0.10.2). So large steps keep YNNPACK for reductions only.
 YNN_REDUCTIONS_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
-YNN_CONVOLUTIONS_FROM = (0, 12)
 
 
 def initialize_distributed(
@@ -183,22 +183,9 @@ def is_large_cpu_step(lowered: jax.stages.Lowered, mesh: Mesh) -> bool:
     )
 
 
-def large_steps_use_xla_convolutions() -> bool:
-    """Whether large CPU steps compile with XLA's own convolutions (jaxlib before 0.12)."""
-    return _jaxlib_version() < YNN_CONVOLUTIONS_FROM
-
-
 def large_cpu_step_options() -> dict[str, str]:
     """XLA options for a CPU step above the traffic threshold (see the comments above)."""
-    options = dict(CPU_COMPILER_OPTIONS)
-    if large_steps_use_xla_convolutions():
-        options |= YNN_REDUCTIONS_ONLY
-    return options
-
-
-def _jaxlib_version() -> tuple[int, int]:
-    major, minor = jaxlib.version.__version__.split(".")[:2]
-    return int(major), int(minor)
+    return CPU_COMPILER_OPTIONS | YNN_REDUCTIONS_ONLY
 
 
 def release_freed_memory() -> None:
