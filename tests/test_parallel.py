@@ -173,6 +173,8 @@ def test_release_freed_memory_hands_freed_heap_back():
 
 
 # Each process contributes two rows to a global batch of four and all get the doubled sum back.
+# `(2 * x).sum()`: under jaxlib 0.12.1 this form hung when read back from the cache, while
+# `2 * x.sum()` did not.
 _CROSS_PROCESS_SUM = """
 import jax
 import numpy as np

@@ -73,8 +73,9 @@ def initialize_distributed(
     if jax.default_backend() == "cpu":
         # jaxlib 0.12.1's CPU programs read back from the persistent cache never finish their
         # cross-process collectives (gloo): a resumed two-process run hung at its first step.
-        # Compiled afresh they run, and the programs that run on CPUs across processes compile
-        # about as fast as they load (docs/performance.md, "Multi-process CPU runs").
+        # Compiling afresh costs no time: process 1 compiled every program anyway (its cache
+        # keys differ from process 0's) and the compile barrier makes process 0 wait for it
+        # (docs/performance.md, "Multi-process CPU runs compile afresh").
         jax.config.update("jax_enable_compilation_cache", False)
 
 
