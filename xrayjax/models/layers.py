@@ -341,12 +341,8 @@ def _combination(weights: np.ndarray, terms: list[jax.Array]) -> jax.Array:
 
 def _winograd_3x3(padded: jax.Array, kernel: jax.Array) -> jax.Array:
     """'VALID' 3×3 conv of (N, H + 2, W + 2, Cin), H and W even, in float32."""
-    n, height, width, cin = (
-        padded.shape[0],
-        padded.shape[1] - 2,
-        padded.shape[2] - 2,
-        padded.shape[3],
-    )
+    n, height, width, cin = padded.shape
+    height, width = height - 2, width - 2
     padded = padded.astype(jnp.float32)
     # d[a][b]: row a, column b of every 4×4 tile (tiles at stride 2), (N, H/2, W/2, Cin).
     d = [[padded[:, a : a + height : 2, b : b + width : 2] for b in range(4)] for a in range(4)]
@@ -393,7 +389,7 @@ def _winograd_conv_bwd(weight_grad, residuals, dy):
 _winograd_conv.defvjp(_winograd_conv_fwd, _winograd_conv_bwd)
 
 
-def winograd_applies(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> bool:
+def _winograd_applies(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> bool:
     """Whether the "winograd" form computes this reflect conv (3×3, even height and width)."""
     return kernel_shape[:2] == (3, 3) and x_shape[1] % 2 == 0 and x_shape[2] % 2 == 0
 
@@ -404,7 +400,7 @@ def reflect_conv(x: jax.Array, kernel: jax.Array, form: str, weight_grad: str = 
     padded = reflect_pad(x, p)
     form = resolve_reflect_conv_form(form, kernel.shape[-1])
     if form == "winograd":
-        if winograd_applies(x.shape, kernel.shape):
+        if _winograd_applies(x.shape, kernel.shape):
             return _winograd_conv(padded, kernel, weight_grad)
         form = "valid"
     if form == "valid":
