@@ -64,22 +64,20 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 # batch 4 took 2.90 against 3.42 s (best of 6, median 3.21 against 3.77), the full-size step
 # 9.88 against 10.96 s (best of 3, median 10.68 against 11.26), temporaries 773 against 834 and
 # 2,035 against 2,130 MiB (docs/performance.md, "YNNPACK's convolutions"). Its residual convs
-# then take Winograd's form, and its generator calls the whole batch at once (a custom-gradient
-# layer under the per-example vmap computes its weight gradient one example at a time): the
-# 128-px step 3.21 against 3.75 s (median of 10, alternating with the tree before), the full-size
-# step 10.85 against 12.16 s (median of 5), at 1,562 and 3,122 MiB of peak against 1,518 and 3,113
-# (docs/performance.md, "Winograd"). Under jaxlib 0.12.1 these forms with XLA's convolutions
-# took 2.82 s against 3.60 in the "auto" forms with YNNPACK's, the full-size step 9.60 against
-# 17.00 s (docs/performance.md, "Large steps under jaxlib 0.12.1").
+# then take Winograd's form; with the generator called on the whole batch as well (a change of
+# the same day), the 128-px step took 3.21 against 3.75 s (median of 10, alternating with the
+# tree before), the full-size step 10.85 against 12.16 s (median of 5), at 1,562 and 3,122 MiB
+# of peak against 1,518 and 3,113 (docs/performance.md, "Winograd"). Under jaxlib 0.12.1 these
+# forms with XLA's convolutions took 2.82 s against 3.60 in the "auto" forms with YNNPACK's, the
+# full-size step 9.60 against 17.00 s (docs/performance.md, "Large steps under jaxlib 0.12.1").
 LARGE_CPU_STEP_FORMS = {"reflect_conv": "winograd", "weight_grad": "xla"}
 
 
 def large_cpu_step_engine(engine: GanEngine) -> GanEngine:
-    """The engine for a large CPU step: `LARGE_CPU_STEP_FORMS`, whole-batch generator calls.
+    """The engine for a large CPU step: its "auto" forms take `LARGE_CPU_STEP_FORMS`.
 
-    Its "auto" forms take `LARGE_CPU_STEP_FORMS`. Forms change no parameter and the dropout
-    masks are the same, so states and checkpoints are shared with the engine given; results
-    differ by float rounding.
+    Forms change no parameter, so states and checkpoints are shared with the engine given;
+    results differ by float rounding.
     """
 
     def resolved(module):
@@ -91,9 +89,7 @@ def large_cpu_step_engine(engine: GanEngine) -> GanEngine:
         return module.clone(**forms) if forms else module
 
     generator, discriminator = resolved(engine.generator), resolved(engine.discriminator)
-    return dataclasses.replace(
-        engine, generator=generator, discriminator=discriminator, per_example_calls=False
-    )
+    return dataclasses.replace(engine, generator=generator, discriminator=discriminator)
 
 
 def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:

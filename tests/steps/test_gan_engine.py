@@ -13,12 +13,24 @@ from xrayjax.steps.gan import GanEngine, example_keys
 
 
 class TinyGenerator(nn.Module):
-    """Conv → dropout → conv → tanh: enough to exercise dropout keys and gradients."""
+    """Conv → dropout → conv → tanh: enough to exercise dropout keys and gradients.
+
+    It has the generator interface the engine calls: masks drawn per example beforehand.
+    """
+
+    dropout_rate: float = 0.5
+
+    def draw_dropout_masks(self, keys, image_shape):
+        keep = 1.0 - self.dropout_rate
+        return jax.vmap(lambda k: jax.random.bernoulli(k, keep, (*image_shape[:2], 4)))(keys)
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, dropout_masks=None):
         h = nn.relu(nn.Conv(4, (3, 3))(x))
-        h = nn.Dropout(0.5, deterministic=not train)(h)
+        if train and dropout_masks is not None:
+            h = jnp.where(dropout_masks, h / (1.0 - self.dropout_rate), 0.0)
+        else:
+            h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
         return jnp.tanh(nn.Conv(1, (3, 3))(h))
 
 
@@ -155,7 +167,7 @@ def test_whole_batch_winograd_generator_calls_equal_the_per_example_calls():
     generator = ResnetGenerator(
         features=2, num_blocks=1, reflect_conv="valid", upsample="transpose", weight_grad="xla"
     )
-    engine = dataclasses.replace(_engine("AB"), generator=generator)
+    engine = dataclasses.replace(_engine("AB"), generator=generator, per_example_calls=True)
     fast = dataclasses.replace(
         engine, generator=generator.clone(reflect_conv="winograd"), per_example_calls=False
     )

@@ -54,6 +54,7 @@ class GanEngine:
     """
 
     domains: Sequence[str]
+    # Called as ResnetGenerator is: `dropout_rate`, `draw_dropout_masks`, `dropout_masks=`.
     generator: nn.Module
     discriminator: nn.Module
     gen_tx: optax.GradientTransformation
@@ -62,11 +63,13 @@ class GanEngine:
     identity_weight: float
     pool_size: int = 50
     disc_every: int = 1  # generator updates per discriminator update (3 for the multi-cycleGAN)
-    # The generator run once per example under vmap, each with its dropout key; or once on the
-    # whole batch with the same masks drawn beforehand (`ResnetGenerator.draw_dropout_masks`):
-    # the same function, rounded otherwise, and custom-gradient layers then see the whole batch
-    # (under vmap their weight gradients are one small matmul per example, summed after).
-    per_example_calls: bool = True
+    # The generator runs once on the whole batch, each example's dropout masks drawn beforehand
+    # from its key (`ResnetGenerator.draw_dropout_masks`); True runs it once per example under
+    # vmap, each call with its key: the same function, rounded otherwise, and the slower (under
+    # vmap a custom-gradient layer's weight gradient is one small matmul per example, summed
+    # after; the 64-px steps 6-10 % slower, docs/performance.md "Whole-batch generator calls").
+    # Kept as the reference the whole-batch calls are tested against.
+    per_example_calls: bool = False
     # update number → rate; None keeps the optimizers' initial rates
     gen_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
     disc_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
