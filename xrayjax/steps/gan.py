@@ -67,7 +67,7 @@ class GanEngine:
     # from its key (`ResnetGenerator.draw_dropout_masks`); True runs it once per example under
     # vmap, each call with its key: the same function, rounded otherwise, and the slower (under
     # vmap a custom-gradient layer's weight gradient is one small matmul per example, summed
-    # after; the 64-px steps 6-10 % slower, docs/performance.md "Whole-batch generator calls").
+    # after; the 64-px steps 6-12 % slower, docs/performance.md "Whole-batch generator calls").
     # Kept as the reference the whole-batch calls are tested against.
     per_example_calls: bool = False
     # update number → rate; None keeps the optimizers' initial rates
