@@ -63,13 +63,6 @@ class GanEngine:
     identity_weight: float
     pool_size: int = 50
     disc_every: int = 1  # generator updates per discriminator update (3 for the multi-cycleGAN)
-    # The generator runs once on the whole batch, each example's dropout masks drawn beforehand
-    # from its key (`ResnetGenerator.draw_dropout_masks`); True runs it once per example under
-    # vmap, each call with its key: the same function, rounded otherwise, and the slower (under
-    # vmap a custom-gradient layer's weight gradient is one small matmul per example, summed
-    # after; the 64-px steps 6-12 % slower, docs/performance.md "Whole-batch generator calls").
-    # Kept as the reference the whole-batch calls are tested against.
-    per_example_calls: bool = False
     # update number → rate; None keeps the optimizers' initial rates
     gen_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
     disc_schedule: optim.Schedule | None = dataclasses.field(default=None, compare=False)
@@ -115,25 +108,24 @@ class GanEngine:
     def _generate_train(self):
         """G(images) with dropout keyed per example, as one jitted function.
 
+        The network runs once on the whole batch, each example's dropout masks drawn beforehand
+        from its key (`ResnetGenerator.draw_dropout_masks`): the masks of one call per example
+        under vmap, and the same function, rounded otherwise. Calls per example were the slower
+        (under vmap a custom-gradient layer's weight gradient is one small matmul per example;
+        the 64-px steps 6-12 % slower, docs/performance.md "Whole-batch generator calls").
+
         The loss calls a generator 3 times per pair (translation, cycle, identity): jitting the
         call makes jax trace the network once per image shape instead of once per call, which
         cuts the step's tracing time several-fold; XLA inlines it, so the program is the same.
         """
 
         def apply(params, images, keys):
-            def one(image, k):
-                out = self.generator.apply(params, image[None], train=True, rngs={"dropout": k})
-                return out[0]
-
-            return jax.vmap(one)(images, keys)
-
-        def apply_whole_batch(params, images, keys):
             if self.generator.dropout_rate == 0:
                 return self.generator.apply(params, images, train=True)
             masks = self.generator.draw_dropout_masks(keys, images.shape[1:])
             return self.generator.apply(params, images, train=True, dropout_masks=masks)
 
-        return jax.jit(apply if self.per_example_calls else apply_whole_batch)
+        return jax.jit(apply)
 
     @functools.cached_property
     def _discriminate(self):
