@@ -361,15 +361,25 @@ def test_winograd_conv_equals_valid_conv_with_gradients(shape, cout, weight_grad
     assert not np.array_equal(winograd[0], valid[0])  # computed otherwise, not handed on
 
 
-@pytest.mark.parametrize("shape, kernel_size", [((1, 7, 8, 4), 3), ((1, 8, 8, 4), 7)])
-def test_winograd_form_takes_the_plain_conv_where_it_does_not_apply(shape, kernel_size):
+@pytest.mark.parametrize(
+    "shape, kernel_size, cout, fallback",
+    [((1, 7, 8, 4), 3, 8, "valid"), ((1, 8, 8, 4), 7, 8, "valid"), ((1, 8, 8, 4), 7, 1, "taps")],
+)
+def test_winograd_form_takes_another_form_where_it_does_not_apply(
+    shape, kernel_size, cout, fallback
+):
+    # Odd maps and other kernels take the plain conv, convs to a few channels the taps form.
     x = _random(shape, seed=1)
-    kernel = _random((kernel_size, kernel_size, 4, 2), seed=2, scale=0.1)
-    cotangent = _random((*shape[:3], 2), seed=3)
+    kernel = _random((kernel_size, kernel_size, 4, cout), seed=2, scale=0.1)
+    cotangent = _random((*shape[:3], cout), seed=3)
     winograd = _value_and_grads(reflect_conv, "winograd", x, kernel, cotangent)
-    valid = _value_and_grads(reflect_conv, "valid", x, kernel, cotangent)
-    for a, b in zip(winograd, valid, strict=True):
+    expected = _value_and_grads(reflect_conv, fallback, x, kernel, cotangent)
+    other = _value_and_grads(
+        reflect_conv, {"valid": "taps", "taps": "valid"}[fallback], x, kernel, cotangent
+    )
+    for a, b in zip(winograd, expected, strict=True):
         np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(winograd, other, strict=True))
 
 
 def test_taps_conv_equals_valid_conv_with_gradients():

@@ -6,7 +6,7 @@ parameters are the same in every form (names, shapes, layout), so a checkpoint m
 forms and backends; "auto" picks the fast form on CPU and the plain one elsewhere (unmeasured on
 GPU/TPU, where cuDNN-style libraries handle the plain forms well). The CPU choices suit XLA's
 default convolutions (YNNPACK's, in jaxlib 0.10 and 0.12); the GAN trainer's large CPU step,
-compiled with XLA's own, takes the plain reflect conv and weight gradient
+compiled with XLA's own, takes "winograd" and XLA's weight gradient
 (`xrayjax.build.large_cpu_step_engine`).
 
 Reflection-padded stride-1 conv (`ReflectConv`, `form`):
@@ -19,7 +19,8 @@ Reflection-padded stride-1 conv (`ReflectConv`, `form`):
   "winograd"   3×3 convs on maps of even height and width (the residual blocks' convs):
                Winograd's F(2×2, 3×3), 16 matmuls of 4/9 of the plain form's multiplications,
                forward and input gradient; the weight gradient as `weight_grad` says. Other
-               convs take "valid". Results differ from the plain form's by float rounding
+               convs take "taps" up to TAPS_MAX_FEATURES output channels (the generator's last
+               conv), "valid" above. Results differ from the plain form's by float rounding
                (~1e-6 relative, more than the other forms' ~1e-7).
 PyTorch ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1) (`ConvTranspose2x`,
 `form`):
@@ -339,8 +340,30 @@ def _combination(weights: np.ndarray, terms: list[jax.Array]) -> jax.Array:
     return total
 
 
-def _winograd_3x3(padded: jax.Array, kernel: jax.Array) -> jax.Array:
-    """'VALID' 3×3 conv of (N, H + 2, W + 2, Cin), H and W even, in float32."""
+def _winograd_kernel(kernel: jax.Array) -> list[list[jax.Array]]:
+    """G g Gᵀ of a (3, 3, Cin, Cout) kernel: 16 (Cin, Cout) matrices, u[p][q], in float32."""
+    # As sums of the kernel's taps, each matrix its own fusion: an einsum over the stacked taps
+    # compiled to thin matmuls (Cin·Cout, 3)·(3, 4) and 16 slices of their result, 3-4 times the
+    # time (the same values to the bit: G's weights are 0, ±1/2 and 1).
+    kernel = kernel.astype(jnp.float32)
+    rows = [
+        [_combination(_F23_G[p], [kernel[a, b] for a in range(3)]) for b in range(3)]
+        for p in range(4)
+    ]
+    return [[_combination(_F23_G[q], rows[p]) for q in range(4)] for p in range(4)]
+
+
+# G with its columns reversed is G with rows 0 and 3 swapped, so the kernel turned by 180° with
+# its channels swapped (the input gradient's) transforms to u[_F23_TURN[p]][_F23_TURN[q]]ᵀ.
+_F23_TURN = (3, 1, 2, 0)
+
+
+def _winograd_3x3(padded: jax.Array, u: list[list[jax.Array]], turned: bool = False) -> jax.Array:
+    """'VALID' 3×3 conv of (N, H + 2, W + 2, Cin), H and W even, in float32.
+
+    `u` is the kernel's `_winograd_kernel`; `turned` convolves with that kernel turned by 180°,
+    its input and output channels swapped.
+    """
     n, height, width, cin = padded.shape
     height, width = height - 2, width - 2
     padded = padded.astype(jnp.float32)
@@ -350,13 +373,16 @@ def _winograd_3x3(padded: jax.Array, kernel: jax.Array) -> jax.Array:
         [_combination(_F23_BT[p], [d[a][b] for a in range(4)]) for b in range(4)] for p in range(4)
     ]
     v = [[_combination(_F23_BT[q], rows[p]) for q in range(4)] for p in range(4)]
-    u = jnp.einsum("pa,abio,qb->pqio", _F23_G, kernel.astype(jnp.float32), _F23_G)
+
+    def product(p: int, q: int) -> jax.Array:
+        tiles = v[p][q].reshape(-1, cin)
+        if not turned:
+            return tiles @ u[p][q]
+        matrix = u[_F23_TURN[p]][_F23_TURN[q]]  # (Cout, Cin) of this conv: contract its axis 1
+        return lax.dot_general(tiles, matrix, (((1,), (1,)), ((), ())))
+
     m = [
-        [
-            (v[p][q].reshape(-1, cin) @ u[p, q]).reshape(n, height // 2, width // 2, -1)
-            for q in range(4)
-        ]
-        for p in range(4)
+        [product(p, q).reshape(n, height // 2, width // 2, -1) for q in range(4)] for p in range(4)
     ]
     cols = [
         [_combination(_F23_AT[i], [m[p][q] for p in range(4)]) for q in range(4)] for i in range(2)
@@ -369,7 +395,7 @@ def _winograd_3x3(padded: jax.Array, kernel: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _winograd_conv(padded: jax.Array, kernel: jax.Array, weight_grad: str) -> jax.Array:
-    return _winograd_3x3(padded, kernel).astype(padded.dtype)
+    return _winograd_3x3(padded, _winograd_kernel(kernel)).astype(padded.dtype)
 
 
 def _winograd_conv_fwd(padded, kernel, weight_grad):
@@ -379,9 +405,12 @@ def _winograd_conv_fwd(padded, kernel, weight_grad):
 def _winograd_conv_bwd(weight_grad, residuals, dy):
     padded, kernel = residuals
     # The input gradient is the full correlation of dy with the kernel turned by 180°, its
-    # channels swapped: a 'VALID' 3×3 conv of dy zero-padded by 2, in the same form.
-    turned = kernel[::-1, ::-1].swapaxes(2, 3)
-    dx = _winograd_3x3(jnp.pad(dy, ((0, 0), (2, 2), (2, 2), (0, 0))), turned).astype(padded.dtype)
+    # channels swapped: a 'VALID' 3×3 conv of dy zero-padded by 2, in the same form. The
+    # transformed kernel is recomputed rather than kept from the forward pass (16·Cin·Cout floats
+    # per conv alive until the backward pass, for a sum of a few taps).
+    u = _winograd_kernel(kernel)
+    dy_padded = jnp.pad(dy, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    dx = _winograd_3x3(dy_padded, u, turned=True).astype(padded.dtype)
     (dk,) = jax.vjp(lambda k: conv2d(padded, k, weight_grad=weight_grad), kernel)[1](dy)
     return dx, dk.astype(kernel.dtype)
 
@@ -402,7 +431,7 @@ def reflect_conv(x: jax.Array, kernel: jax.Array, form: str, weight_grad: str = 
     if form == "winograd":
         if _winograd_applies(x.shape, kernel.shape):
             return _winograd_conv(padded, kernel, weight_grad)
-        form = "valid"
+        form = "taps" if kernel.shape[-1] <= TAPS_MAX_FEATURES else "valid"
     if form == "valid":
         return conv2d(padded, kernel, weight_grad=weight_grad)
     if form == "same_crop":  # 'SAME' padding
