@@ -90,7 +90,8 @@ def layer_forms() -> dict[str, str]:
     measured one per backend. The plain forms ("transpose", "valid", "xla") compile faster.
     """
     return {
-        "upsample": "auto",  # or "transpose" | "subpixel"
+        "upsample": "auto",  # or "transpose" | "subpixel" | "taps"
+        "downsample": "auto",  # or "conv" | "taps"
         "reflect_conv": "auto",  # or "valid" | "same_crop" | "taps" | "winograd"
         "weight_grad": "auto",  # or "xla" | "matmul"
     }

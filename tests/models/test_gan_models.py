@@ -162,22 +162,28 @@ def test_generator_forms_agree_values_and_gradients(tiny_params):
 
     @functools.partial(jax.jit, static_argnums=0)
     def value_and_grad(forms, params):
-        reflect_conv, upsample, weight_grad = forms
+        reflect_conv, upsample, downsample, weight_grad = forms
         model = ResnetGenerator(
-            **TINY, reflect_conv=reflect_conv, upsample=upsample, weight_grad=weight_grad
+            **TINY,
+            reflect_conv=reflect_conv,
+            upsample=upsample,
+            downsample=downsample,
+            weight_grad=weight_grad,
         )
         return jax.value_and_grad(
             lambda p: jnp.sum(model.apply({"params": p}, x, train=False) ** 2)
         )(params)
 
-    ref_value, ref_grad = value_and_grad(("valid", "transpose", "xla"), tiny_params)
+    ref_value, ref_grad = value_and_grad(("valid", "transpose", "conv", "xla"), tiny_params)
     # convs feeding an instance norm have ~0 bias gradients: compare on the gradients' scale
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grad))
-    # "auto" on CPU: same_crop stem and blocks, taps head and upsampling, matmul weight grads
-    value, grad = value_and_grad(("auto", "auto", "auto"), tiny_params)
-    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
-    for g, r in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True):
-        np.testing.assert_allclose(g, r, rtol=0, atol=1e-5 * scale)
+    # "auto" on CPU: same_crop stem and blocks, taps head and upsampling, matmul weight grads;
+    # then a large CPU step's forms (build.LARGE_CPU_STEP_FORMS)
+    for forms in [("auto", "auto", "auto", "auto"), ("winograd", "auto", "taps", "xla")]:
+        value, grad = value_and_grad(forms, tiny_params)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+        for g, r in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True):
+            np.testing.assert_allclose(g, r, rtol=0, atol=1e-5 * scale)
 
 
 def test_bfloat16_compute_float32_params(tiny_params):
@@ -380,6 +386,51 @@ def test_winograd_form_takes_another_form_where_it_does_not_apply(
     for a, b in zip(winograd, expected, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(winograd, other, strict=True))
+
+
+@pytest.mark.parametrize("shape, cout", [((2, 8, 12, 5), 7), ((1, 16, 16, 8), 16)])
+def test_downsample_taps_equals_the_strided_conv_with_gradients(shape, cout):
+    x = _random(shape, seed=1)
+    kernel = _random((3, 3, shape[-1], cout), seed=2, scale=0.1)
+    cotangent = _random((shape[0], shape[1] // 2, shape[2] // 2, cout), seed=3)
+
+    def layer(x, k, form):
+        return PaddedConv(cout, 3, stride=2, padding=1, form=form).apply(
+            {"params": {"kernel": k, "bias": jnp.zeros(cout)}}, x
+        )
+
+    taps = _value_and_grads(layer, "taps", x, kernel, cotangent)
+    conv = _value_and_grads(layer, "conv", x, kernel, cotangent)
+    for a, b in zip(taps, conv, strict=True):  # output, input gradient, kernel gradient
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+    # the custom VJP is what runs: its gradients are the taps transposed conv and matmuls
+    jaxpr = str(jax.make_jaxpr(lambda x: layer(x, kernel, "taps"))(x))
+    assert "custom_vjp_call" in jaxpr and "custom_vjp_call" not in str(
+        jax.make_jaxpr(lambda x: layer(x, kernel, "conv"))(x)
+    )
+
+
+@pytest.mark.parametrize(
+    "shape, kernel_size, stride, padding",
+    [((1, 7, 8, 4), 3, 2, 1), ((1, 8, 8, 4), 4, 2, 1), ((1, 8, 8, 4), 3, 1, 1)],
+)
+def test_downsample_taps_takes_the_plain_conv_where_it_does_not_apply(
+    shape, kernel_size, stride, padding
+):
+    x = _random(shape, seed=1)
+    kernel = _random((kernel_size, kernel_size, 4, 3), seed=2, scale=0.1)
+
+    def layer(x, k, form):
+        return PaddedConv(3, kernel_size, stride=stride, padding=padding, form=form).apply(
+            {"params": {"kernel": k, "bias": jnp.zeros(3)}}, x
+        )
+
+    cotangent = jnp.ones_like(layer(x, kernel, "conv"))
+    taps = _value_and_grads(layer, "taps", x, kernel, cotangent)
+    conv = _value_and_grads(layer, "conv", x, kernel, cotangent)
+    for a, b in zip(taps, conv, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_taps_conv_equals_valid_conv_with_gradients():

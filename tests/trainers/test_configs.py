@@ -74,14 +74,13 @@ def test_layer_forms_reach_the_networks_and_a_typo_is_refused():
     from xrayjax import build
 
     config = cyclegan_forearm.get_config("runlocal")
-    config.model.update(reflect_conv="valid", upsample="transpose", weight_grad="xla")
+    config.model.update(
+        reflect_conv="valid", upsample="transpose", downsample="conv", weight_grad="xla"
+    )
     engine = build.gan_engine(config, steps_per_epoch=1, total_steps=1)
     generator = engine.generator
-    assert (generator.reflect_conv, generator.upsample, generator.weight_grad) == (
-        "valid",
-        "transpose",
-        "xla",
-    )
+    forms = (generator.reflect_conv, generator.upsample, generator.downsample)
+    assert (*forms, generator.weight_grad) == ("valid", "transpose", "conv", "xla")
     assert engine.discriminator.weight_grad == "xla"
     segmenter_config = segmenter_forearm.get_config("runlocal")
     segmenter_config.model.weight_grad = "matmul"
@@ -104,7 +103,8 @@ def test_a_large_cpu_step_takes_the_forms_of_xla_convolutions():
     config.model.weight_grad = "matmul"  # chosen by the user: kept
     engine = build.gan_engine(config, steps_per_epoch=1, total_steps=1)
     large = build.large_cpu_step_engine(engine)
-    assert (large.generator.reflect_conv, large.generator.upsample) == ("winograd", "auto")
+    forms = (large.generator.reflect_conv, large.generator.upsample, large.generator.downsample)
+    assert forms == ("winograd", "auto", "taps")
     assert large.generator.weight_grad == large.discriminator.weight_grad == "matmul"
     config.model.weight_grad = "auto"
     large = build.large_cpu_step_engine(build.gan_engine(config, 1, 1))

@@ -88,6 +88,7 @@ class ResnetGenerator(nn.Module):
       reflect_conv: form of the reflection-padded convs ("auto", "valid", "same_crop", "taps";
         see layers.py). All forms give the same results and share parameters.
       upsample: form of the transposed convs ("auto", "transpose", "subpixel", "taps").
+      downsample: form of the stride-2 convs ("auto", "conv", "taps").
       weight_grad: how every conv's weight gradient is computed ("auto", "xla", "matmul").
       dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
     """
@@ -98,6 +99,7 @@ class ResnetGenerator(nn.Module):
     dropout_rate: float = 0.2
     reflect_conv: str = "auto"
     upsample: str = "auto"
+    downsample: str = "auto"
     weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
@@ -127,7 +129,9 @@ class ResnetGenerator(nn.Module):
         x = ReflectConv(f, 7, form=self.reflect_conv, **forms, name="stem")(x)
         x = nn.relu(instance_norm(dtype)(x))
         for i, mult in enumerate((2, 4)):
-            x = PaddedConv(f * mult, 3, stride=2, padding=1, **forms, name=f"down_{i}")(x)
+            x = PaddedConv(
+                f * mult, 3, stride=2, padding=1, form=self.downsample, **forms, name=f"down_{i}"
+            )(x)
             x = nn.relu(instance_norm(dtype)(x))
         for i in range(self.num_blocks):
             block = ResnetBlock(

@@ -32,6 +32,14 @@ PyTorch ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1) (`ConvT
                and 4 of them), shifted. No zero taps (the 2×2 subpixel kernel is 7/16 zeros),
                and a custom VJP whose input and weight gradients are plain 2-D matmuls: with
                autodiff's N-D contractions instead, this layer's backward ran 2-4x slower.
+3×3 stride-2 conv with zero padding 1, the generator's downsampling (`PaddedConv`, `form`):
+  "conv"       lax conv, autodiff's gradients: the plain form.
+  "taps"       the same forward; a custom VJP whose input gradient is the "taps" transposed conv
+               above (the input gradient of this conv is that transposed conv of the output
+               gradient, the kernel turned by 180° and its channels swapped), and whose weight
+               gradient is "matmul"'s, in place of XLA's dilated convolutions. Other kernels,
+               strides, paddings and maps of odd size take "conv". "auto" is "conv" on every
+               backend: "taps" was measured only with XLA's own CPU convolutions (large steps).
 Weight gradient of every conv (`weight_grad`):
   "xla"        autodiff: XLA computes it as a convolution with the output gradient as the
                kernel, which XLA CPU runs 2-3x slower than the forward conv.
@@ -61,14 +69,21 @@ normal_init = nn.initializers.normal(stddev=0.02)
 
 REFLECT_CONV_FORMS = ("auto", "valid", "same_crop", "taps", "winograd")
 UPSAMPLE_FORMS = ("auto", "transpose", "subpixel", "taps")
+DOWNSAMPLE_FORMS = ("auto", "conv", "taps")
 WEIGHT_GRAD_FORMS = ("auto", "xla", "matmul")
 # The generator's form fields with their choices, and the plain form of each (see above).
 FORMS = {
     "upsample": UPSAMPLE_FORMS,
+    "downsample": DOWNSAMPLE_FORMS,
     "reflect_conv": REFLECT_CONV_FORMS,
     "weight_grad": WEIGHT_GRAD_FORMS,
 }
-PLAIN_FORMS = {"upsample": "transpose", "reflect_conv": "valid", "weight_grad": "xla"}
+PLAIN_FORMS = {
+    "upsample": "transpose",
+    "downsample": "conv",
+    "reflect_conv": "valid",
+    "weight_grad": "xla",
+}
 # "auto" on CPU uses "taps" for convs to at most this many channels (measured, 2-core CPU, 256²:
 # the 7×7 conv 64 -> 1 takes 161 ms fwd+bwd as taps, 534 ms as 'VALID', 748 ms as 'SAME'+crop;
 # for 64 output channels the taps tensor would be 49x the output).
@@ -105,6 +120,10 @@ def resolve_reflect_conv_form(form: str, features: int) -> str:
 
 def resolve_upsample_form(form: str) -> str:
     return _resolve(form, UPSAMPLE_FORMS, "taps", "transpose")
+
+
+def resolve_downsample_form(form: str) -> str:
+    return _resolve(form, DOWNSAMPLE_FORMS, "conv", "conv")
 
 
 def resolve_weight_grad_form(form: str, out_pixels: int, features: int, in_features: int) -> str:
@@ -267,6 +286,7 @@ class PaddedConv(nn.Module):
     kernel_size: int
     stride: int = 1
     padding: int = 1
+    form: str = "auto"  # DOWNSAMPLE_FORMS; "taps" applies to 3×3 stride-2 convs with padding 1
     weight_grad: str = "auto"
     dtype: Any = jnp.float32
 
@@ -276,6 +296,10 @@ class PaddedConv(nn.Module):
         kernel = self.param("kernel", normal_init, shape, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if resolve_downsample_form(self.form) == "taps" and _downsample_taps_applies(
+            x.shape, shape, self.stride, self.padding
+        ):
+            return _downsample_taps(x, kernel) + bias
         pad = (self.padding, self.padding)
         return conv2d(x, kernel, self.stride, (pad, pad), self.weight_grad) + bias
 
@@ -574,6 +598,44 @@ def _upsample_taps_bwd(residuals, dy):
 
 
 _upsample_taps.defvjp(_upsample_taps_fwd, _upsample_taps_bwd)
+
+
+# ---- 3×3 stride-2 conv with padding 1, its input gradient as the taps transposed conv --------
+_DOWNSAMPLE_PADDING = ((1, 1), (1, 1))
+
+
+def _downsample_taps_applies(
+    x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride: int, padding: int
+) -> bool:
+    """Whether the "taps" downsampling form computes this conv (3×3, stride 2, pad 1, even map)."""
+    return (
+        kernel_shape[:2] == (3, 3)
+        and (stride, padding) == (2, 1)
+        and x_shape[1] % 2 == 0
+        and x_shape[2] % 2 == 0
+    )
+
+
+@jax.custom_vjp
+def _downsample_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _lax_conv(x, kernel, 2, _DOWNSAMPLE_PADDING)
+
+
+def _downsample_taps_fwd(x, kernel):
+    return _downsample_taps(x, kernel), (x, kernel)
+
+
+def _downsample_taps_bwd(residuals, dy):
+    x, kernel = residuals
+    # y[m] = Σ_a x[2m + a - 1]·k[a], so dx[2m] = dy[m]·k[1] and dx[2m + 1] = dy[m]·k[2] +
+    # dy[m + 1]·k[0]: per axis, the transposed conv's y[2m] = x[m]·k'[1], y[2m + 1] = x[m]·k'[0]
+    # + x[m + 1]·k'[2] with k' = k reversed, its channels swapped.
+    dx = _upsample_taps(dy, kernel[::-1, ::-1].swapaxes(2, 3)).astype(x.dtype)
+    dk = _kernel_grad(x, dy, kernel.shape, 2, _DOWNSAMPLE_PADDING)
+    return dx, dk.astype(kernel.dtype)
+
+
+_downsample_taps.defvjp(_downsample_taps_fwd, _downsample_taps_bwd)
 
 
 def conv_transpose_2x(
