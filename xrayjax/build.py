@@ -71,10 +71,11 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 # forms with XLA's convolutions took 2.82 s against 3.60 in the "auto" forms with YNNPACK's, the
 # full-size step 9.60 against 17.00 s (docs/performance.md, "Large steps under jaxlib 0.12.1").
 # On 2026-12-06 (afternoon) the transformed kernel of Winograd's form became sums of taps, the
-# generator's last conv (to 1 channel) took the taps form and the stride-2 convs the "taps"
-# downsampling (input gradient as the taps transposed conv, matmul weight gradient): alone, the
-# full-size stride-2 convs' forward and backward 121 → 66 and 52 → 40 ms, the 128-px ones' 23 →
-# 17 and 15 → 13 ms (best of 10-16; docs/performance.md, "Sums of taps").
+# generator's last conv (to 1 channel) took the taps form, its products pixel-major, and the
+# stride-2 convs the "taps" downsampling (input gradient as the taps transposed conv, matmul
+# weight gradient): alone, the full-size stride-2 convs' forward and backward 121 → 66 and
+# 52 → 40 ms, the 128-px ones' 23 → 17 and 15 → 13 ms (best of 10-16; docs/performance.md,
+# "Sums of taps").
 LARGE_CPU_STEP_FORMS = {"reflect_conv": "winograd", "downsample": "taps", "weight_grad": "xla"}
 
 

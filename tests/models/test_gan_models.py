@@ -22,6 +22,7 @@ from xrayjax.models.layers import (
     reflect_conv,
     reflect_pad,
     resolve_weight_grad_form,
+    taps_conv,
 )
 
 TINY = dict(features=8, num_blocks=2)
@@ -374,18 +375,42 @@ def test_winograd_conv_equals_valid_conv_with_gradients(shape, cout, weight_grad
 def test_winograd_form_takes_another_form_where_it_does_not_apply(
     shape, kernel_size, cout, fallback
 ):
-    # Odd maps and other kernels take the plain conv, convs to a few channels the taps form.
+    # Odd maps and other kernels take the plain conv, convs to a few channels the taps form
+    # with its products pixel-major.
     x = _random(shape, seed=1)
     kernel = _random((kernel_size, kernel_size, 4, cout), seed=2, scale=0.1)
     cotangent = _random((*shape[:3], cout), seed=3)
+
+    def pixel_major_taps(x, k, _):
+        return taps_conv(reflect_pad(x, kernel_size // 2), k, pixel_major=True)
+
     winograd = _value_and_grads(reflect_conv, "winograd", x, kernel, cotangent)
-    expected = _value_and_grads(reflect_conv, fallback, x, kernel, cotangent)
+    layer = reflect_conv if fallback == "valid" else pixel_major_taps
+    expected = _value_and_grads(layer, fallback, x, kernel, cotangent)
     other = _value_and_grads(
         reflect_conv, {"valid": "taps", "taps": "valid"}[fallback], x, kernel, cotangent
     )
     for a, b in zip(winograd, expected, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(winograd, other, strict=True))
+
+
+@pytest.mark.parametrize("cin, cout", [(8, 1), (5, 3)])
+def test_pixel_major_taps_conv_equals_tap_major_and_valid(cin, cout):
+    x = _random((2, 14, 12, cin), seed=1)
+    kernel = _random((7, 7, cin, cout), seed=2, scale=0.1)
+    cotangent = _random((2, 8, 6, cout), seed=3)
+
+    def layer(x, k, pixel_major):
+        return taps_conv(x, k, pixel_major=pixel_major)
+
+    pixel_major = _value_and_grads(layer, True, x, kernel, cotangent)
+    tap_major = _value_and_grads(layer, False, x, kernel, cotangent)
+    valid = _value_and_grads(lambda x, k, _: conv2d(x, k), None, x, kernel, cotangent)
+    for a, b, c in zip(pixel_major, tap_major, valid, strict=True):
+        assert a.shape == c.shape
+        np.testing.assert_allclose(a, c, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(c))))
+        np.testing.assert_allclose(b, c, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(c))))
 
 
 @pytest.mark.parametrize("shape, cout", [((2, 8, 12, 5), 7), ((1, 16, 16, 8), 16)])

@@ -17,3 +17,13 @@ def test_rows_follow_the_features_and_batch_asked_for(capsys):
     assert {row[5].rstrip("*") for row in rows} == {"valid/xla", "same_crop/xla", "same_crop/mm"}
     # times in ms with one decimal: a 4-px conv can print 0.0, never a negative or a non-number
     assert all(float(value) >= 0 for row in rows for value in row[-3:])
+
+
+def test_downsampling_rows_time_every_form(capsys):
+    profile_layers.main(["--sizes", "16", "--features", "2", "--repeats", "1", "--only", "G down"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if "G down" in line]
+    assert [row[4] for row in rows] == ["2->4"] * 3 + ["4->8"] * 3
+    assert [row[5] for row in rows[:3]] == ["conv/xla", "conv/mm", "taps"]
+    # "auto" (the star) is the plain conv with one of its weight gradients, never taps
+    stars = ["*" in row for row in rows[:3]]
+    assert stars.count(True) == 1 and not stars[2]

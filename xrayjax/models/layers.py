@@ -20,8 +20,9 @@ Reflection-padded stride-1 conv (`ReflectConv`, `form`):
                Winograd's F(2×2, 3×3), 16 matmuls of 4/9 of the plain form's multiplications,
                forward and input gradient; the weight gradient as `weight_grad` says. Other
                convs take "taps" up to TAPS_MAX_FEATURES output channels (the generator's last
-               conv), "valid" above. Results differ from the plain form's by float rounding
-               (~1e-6 relative, more than the other forms' ~1e-7).
+               conv; its products laid out pixel-major, see `taps_conv`), "valid" above.
+               Results differ from the plain form's by float rounding (~1e-6 relative, more
+               than the other forms' ~1e-7).
 PyTorch ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1) (`ConvTranspose2x`,
 `form`):
   "transpose"  lax.conv_transpose with explicit padding ((1, 2), (1, 2)): the plain form.
@@ -286,9 +287,9 @@ class PaddedConv(nn.Module):
     kernel_size: int
     stride: int = 1
     padding: int = 1
-    form: str = "auto"  # DOWNSAMPLE_FORMS; "taps" applies to 3×3 stride-2 convs with padding 1
     weight_grad: str = "auto"
     dtype: Any = jnp.float32
+    form: str = "auto"  # DOWNSAMPLE_FORMS; "taps" applies to 3×3 stride-2 convs with padding 1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -307,20 +308,25 @@ class PaddedConv(nn.Module):
 # ---- reflect-padded conv ---------------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _shifted_sum(z: jax.Array, kh: int, kw: int) -> jax.Array:
-    """y[n, h, w, c] = sum over taps (i, j) of z[i·kw + j, n, h + i, w + j, c]."""
-    height, width = z.shape[2] - kh + 1, z.shape[3] - kw + 1
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _shifted_sum(z: jax.Array, kh: int, kw: int, tap_axis: int) -> jax.Array:
+    """y[n, h, w, c] = sum over taps (i, j) of tap i·kw + j of z at (n, h + i, w + j, c).
+
+    The taps lie on `tap_axis`: z is (kh·kw, N, H + kh - 1, W + kw - 1, C) for 0, or
+    (N, H + kh - 1, W + kw - 1, kh·kw, C) for 3.
+    """
+    planes = z if tap_axis == 0 else jnp.moveaxis(z, 3, 0)  # a view: each plane is sliced
+    height, width = planes.shape[2] - kh + 1, planes.shape[3] - kw + 1
     return sum(
-        z[i * kw + j, :, i : i + height, j : j + width] for i in range(kh) for j in range(kw)
+        planes[i * kw + j, :, i : i + height, j : j + width] for i in range(kh) for j in range(kw)
     )
 
 
-def _shifted_sum_fwd(z, kh, kw):
-    return _shifted_sum(z, kh, kw), None
+def _shifted_sum_fwd(z, kh, kw, tap_axis):
+    return _shifted_sum(z, kh, kw, tap_axis), None
 
 
-def _shifted_sum_bwd(kh, kw, _, dy):
+def _shifted_sum_bwd(kh, kw, tap_axis, _, dy):
     # Autodiff would pad every tap's cotangent to the size of all of z and add the kh·kw results;
     # stacking the padded cotangents writes z's size once.
     pads = [
@@ -328,19 +334,35 @@ def _shifted_sum_bwd(kh, kw, _, dy):
         for i in range(kh)
         for j in range(kw)
     ]
-    return (jnp.stack(pads, 0),)
+    return (jnp.stack(pads, tap_axis),)
 
 
 _shifted_sum.defvjp(_shifted_sum_fwd, _shifted_sum_bwd)
 
 
-def taps_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """'VALID' conv of an already padded input as one matmul and a sum of shifted slices."""
+def taps_conv(x: jax.Array, kernel: jax.Array, pixel_major: bool = False) -> jax.Array:
+    """'VALID' conv of an already padded input as one matmul and a sum of shifted slices.
+
+    The matmul's product z holds kh·kw·Cout values per input pixel, tap-major (kh·kw, N, H', W',
+    Cout) or, with `pixel_major`, as the matmul leaves them (N, H', W', kh·kw, Cout). Tap-major
+    has XLA transpose the input (and z's gradient) for the matmuls: with XLA's own CPU
+    convolutions the generator's last conv took 12.65 against 17.70 ms pixel-major (forward and
+    both gradients, 128 px, batch 4, 32 → 1; docs/performance.md, "Sums of taps"). The two
+    round differently; "auto"'s "taps" form stays tap-major, so the programs of small steps
+    (the demo's) are unchanged.
+    """
     kh, kw, cin, cout = kernel.shape
     taps = kernel.reshape(kh * kw, cin, cout)
+    if pixel_major:
+        z = jnp.matmul(
+            x.reshape(-1, cin),
+            taps.transpose(1, 0, 2).reshape(cin, kh * kw * cout),
+            preferred_element_type=jnp.float32,
+        ).reshape(*x.shape[:3], kh * kw, cout)
+        return _shifted_sum(z, kh, kw, 3).astype(x.dtype)
     # z: (kh·kw, N, H + kh - 1, W + kw - 1, Cout), accumulated in float32 whatever the dtype.
     z = jnp.einsum("nhwc,tcd->tnhwd", x, taps, preferred_element_type=jnp.float32)
-    return _shifted_sum(z, kh, kw).astype(x.dtype)
+    return _shifted_sum(z, kh, kw, 0).astype(x.dtype)
 
 
 # ---- Winograd's F(2×2, 3×3) ---------------------------------------------------------------------
@@ -455,7 +477,9 @@ def reflect_conv(x: jax.Array, kernel: jax.Array, form: str, weight_grad: str = 
     if form == "winograd":
         if _winograd_applies(x.shape, kernel.shape):
             return _winograd_conv(padded, kernel, weight_grad)
-        form = "taps" if kernel.shape[-1] <= TAPS_MAX_FEATURES else "valid"
+        if kernel.shape[-1] <= TAPS_MAX_FEATURES:
+            return taps_conv(padded, kernel, pixel_major=True)
+        form = "valid"
     if form == "valid":
         return conv2d(padded, kernel, weight_grad=weight_grad)
     if form == "same_crop":  # 'SAME' padding

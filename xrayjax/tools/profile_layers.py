@@ -30,6 +30,7 @@ from xrayjax.models.layers import (
     ConvTranspose2x,
     PaddedConv,
     ReflectConv,
+    resolve_downsample_form,
     resolve_reflect_conv_form,
     resolve_upsample_form,
     resolve_weight_grad_form,
@@ -101,17 +102,22 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
             f"{name} {kernel}x{kernel} {cin}->{cout}", (res, res, cin), res * res, cout, forms, make
         )
 
-    def padded(name, cin, cout, kernel, stride, res):
+    def padded(name, cin, cout, kernel, stride, res, taps=False):
         out = (res + 2 - kernel) // stride + 1
-        forms = [("conv", wg, True) for wg in ("xla", "matmul")]
-        make = lambda _, weight_grad: PaddedConv(cout, kernel, stride, 1, weight_grad)  # noqa: E731
+        auto = resolve_downsample_form("auto") if taps else "conv"
+        forms = [("conv", wg, auto == "conv") for wg in ("xla", "matmul")]
+        forms += [("taps", None, auto == "taps")] if taps else []  # its weight gradient: matmul
+
+        def make(form, weight_grad):
+            return PaddedConv(cout, kernel, stride, 1, weight_grad, form=form)
+
         name = f"{name} {kernel}x{kernel}/{stride} {cin}->{cout}"
         add(name, (res, res, cin), out * out, cout, forms, make)
 
     both = [("valid", "xla"), ("same_crop", "xla"), ("same_crop", "matmul")]
     reflect("G stem", 1, f, 7, size, both)
-    padded("G down", f, 2 * f, 3, 2, size)
-    padded("G down", 2 * f, 4 * f, 3, 2, size // 2)
+    padded("G down", f, 2 * f, 3, 2, size, taps=True)
+    padded("G down", 2 * f, 4 * f, 3, 2, size // 2, taps=True)
     reflect("G block", 4 * f, 4 * f, 3, size // 4, both)
     for cin, res in ((4 * f, size // 4), (2 * f, size // 2)):
         auto = resolve_upsample_form("auto")
