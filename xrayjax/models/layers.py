@@ -315,7 +315,7 @@ def _shifted_sum(z: jax.Array, kh: int, kw: int, tap_axis: int) -> jax.Array:
     The taps lie on `tap_axis`: z is (kh·kw, N, H + kh - 1, W + kw - 1, C) for 0, or
     (N, H + kh - 1, W + kw - 1, kh·kw, C) for 3.
     """
-    planes = z if tap_axis == 0 else jnp.moveaxis(z, 3, 0)  # a view: each plane is sliced
+    planes = z if tap_axis == 0 else jnp.moveaxis(z, 3, 0)  # planes[t]: tap t, (N, H', W', C)
     height, width = planes.shape[2] - kh + 1, planes.shape[3] - kw + 1
     return sum(
         planes[i * kw + j, :, i : i + height, j : j + width] for i in range(kh) for j in range(kw)
