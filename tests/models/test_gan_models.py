@@ -419,8 +419,8 @@ def test_downsample_taps_equals_the_strided_conv_with_gradients(shape, cout):
     kernel = _random((3, 3, shape[-1], cout), seed=2, scale=0.1)
     cotangent = _random((shape[0], shape[1] // 2, shape[2] // 2, cout), seed=3)
 
-    def layer(x, k, form):
-        return PaddedConv(cout, 3, stride=2, padding=1, form=form).apply(
+    def layer(x, k, form):  # "conv" with XLA's weight gradient: the plain conv
+        return PaddedConv(cout, 3, stride=2, padding=1, weight_grad="xla", form=form).apply(
             {"params": {"kernel": k, "bias": jnp.zeros(cout)}}, x
         )
 
