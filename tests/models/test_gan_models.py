@@ -413,17 +413,23 @@ def test_pixel_major_taps_conv_equals_tap_major_and_valid(cin, cout):
         np.testing.assert_allclose(b, c, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(c))))
 
 
+def _padded_conv(cout: int, kernel_size: int, stride: int, padding: int):
+    """PaddedConv as layer(x, kernel, form), bias 0; "conv" with XLA's weight gradient is plain."""
+
+    def layer(x, k, form):
+        conv = PaddedConv(cout, kernel_size, stride, padding, weight_grad="xla", form=form)
+        return conv.apply({"params": {"kernel": k, "bias": jnp.zeros(cout)}}, x)
+
+    return layer
+
+
 @pytest.mark.parametrize("shape, cout", [((2, 8, 12, 5), 7), ((1, 16, 16, 8), 16)])
 def test_downsample_taps_equals_the_strided_conv_with_gradients(shape, cout):
     x = _random(shape, seed=1)
     kernel = _random((3, 3, shape[-1], cout), seed=2, scale=0.1)
     cotangent = _random((shape[0], shape[1] // 2, shape[2] // 2, cout), seed=3)
 
-    def layer(x, k, form):  # "conv" with XLA's weight gradient: the plain conv
-        return PaddedConv(cout, 3, stride=2, padding=1, weight_grad="xla", form=form).apply(
-            {"params": {"kernel": k, "bias": jnp.zeros(cout)}}, x
-        )
-
+    layer = _padded_conv(cout, 3, stride=2, padding=1)
     taps = _value_and_grads(layer, "taps", x, kernel, cotangent)
     conv = _value_and_grads(layer, "conv", x, kernel, cotangent)
     for a, b in zip(taps, conv, strict=True):  # output, input gradient, kernel gradient
@@ -446,11 +452,7 @@ def test_downsample_taps_takes_the_plain_conv_where_it_does_not_apply(
     x = _random(shape, seed=1)
     kernel = _random((kernel_size, kernel_size, 4, 3), seed=2, scale=0.1)
 
-    def layer(x, k, form):
-        return PaddedConv(3, kernel_size, stride=stride, padding=padding, form=form).apply(
-            {"params": {"kernel": k, "bias": jnp.zeros(3)}}, x
-        )
-
+    layer = _padded_conv(3, kernel_size, stride, padding)
     cotangent = jnp.ones_like(layer(x, kernel, "conv"))
     taps = _value_and_grads(layer, "taps", x, kernel, cotangent)
     conv = _value_and_grads(layer, "conv", x, kernel, cotangent)

@@ -124,6 +124,7 @@ def resolve_upsample_form(form: str) -> str:
 
 
 def resolve_downsample_form(form: str) -> str:
+    """The stride-2 convs' form; "auto" is "conv" on every backend (see above)."""
     return _resolve(form, DOWNSAMPLE_FORMS, "conv", "conv")
 
 
@@ -352,15 +353,13 @@ def taps_conv(x: jax.Array, kernel: jax.Array, pixel_major: bool = False) -> jax
     (the demo's) are unchanged.
     """
     kh, kw, cin, cout = kernel.shape
-    taps = kernel.reshape(kh * kw, cin, cout)
     if pixel_major:
-        z = jnp.matmul(
-            x.reshape(-1, cin),
-            taps.transpose(1, 0, 2).reshape(cin, kh * kw * cout),
-            preferred_element_type=jnp.float32,
-        ).reshape(*x.shape[:3], kh * kw, cout)
+        matrix = kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)  # (Cin, taps·Cout)
+        z = jnp.matmul(x.reshape(-1, cin), matrix, preferred_element_type=jnp.float32)
+        z = z.reshape(*x.shape[:3], kh * kw, cout)
         return _shifted_sum(z, kh, kw, 3).astype(x.dtype)
     # z: (kh·kw, N, H + kh - 1, W + kw - 1, Cout), accumulated in float32 whatever the dtype.
+    taps = kernel.reshape(kh * kw, cin, cout)
     z = jnp.einsum("nhwc,tcd->tnhwd", x, taps, preferred_element_type=jnp.float32)
     return _shifted_sum(z, kh, kw, 0).astype(x.dtype)
 
@@ -389,7 +388,7 @@ def _combination(weights: np.ndarray, terms: list[jax.Array]) -> jax.Array:
 def _winograd_kernel(kernel: jax.Array) -> list[list[jax.Array]]:
     """G g Gᵀ of a (3, 3, Cin, Cout) kernel: 16 (Cin, Cout) matrices, u[p][q], in float32."""
     # As sums of the kernel's taps, each matrix its own fusion: an einsum over the stacked taps
-    # compiled to thin matmuls (Cin·Cout, 3)·(3, 4) and 16 slices of their result, 3-4 times the
+    # compiled to thin matmuls (Cin·Cout, 3)·(3, 4) and 16 slices of their result, 3-5 times the
     # time (the same values to the bit: G's weights are 0, ±1/2 and 1).
     kernel = kernel.astype(jnp.float32)
     rows = [
