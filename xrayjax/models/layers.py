@@ -316,11 +316,17 @@ def _shifted_sum(z: jax.Array, kh: int, kw: int, tap_axis: int) -> jax.Array:
     The taps lie on `tap_axis`: z is (kh·kw, N, H + kh - 1, W + kw - 1, C) for 0, or
     (N, H + kh - 1, W + kw - 1, kh·kw, C) for 3.
     """
-    planes = z if tap_axis == 0 else jnp.moveaxis(z, 3, 0)  # planes[t]: tap t, (N, H', W', C)
-    height, width = planes.shape[2] - kh + 1, planes.shape[3] - kw + 1
-    return sum(
-        planes[i * kw + j, :, i : i + height, j : j + width] for i in range(kh) for j in range(kw)
-    )
+    rows = 2 if tap_axis == 0 else 1  # z's height axis
+    height, width = z.shape[rows] - kh + 1, z.shape[rows + 1] - kw + 1
+
+    def plane(t: int, i: int, j: int) -> jax.Array:  # tap t's shifted slice, (N, H, W, C)
+        if tap_axis == 0:
+            return z[t, :, i : i + height, j : j + width]
+        # Indexed in place: moving the tap axis first made XLA copy all of z in the large
+        # 128-px step (six (49, 4, 134, 134, 1) copies per step, 60 ms of 1.8 s).
+        return z[:, i : i + height, j : j + width, t]
+
+    return sum(plane(i * kw + j, i, j) for i in range(kh) for j in range(kw))
 
 
 def _shifted_sum_fwd(z, kh, kw, tap_axis):
