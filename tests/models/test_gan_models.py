@@ -12,6 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from xrayjax.models import PatchDiscriminator, ResnetGenerator
+from xrayjax.models.generator import bernoulli_mask
 from xrayjax.models.layers import (
     ConvTranspose2x,
     PaddedConv,
@@ -156,6 +157,23 @@ def test_drawn_dropout_masks_are_the_per_example_draws(tiny_params):
     )(x, keys)
     np.testing.assert_allclose(whole, per_example, rtol=0, atol=1e-6)
     assert not np.allclose(whole, apply(variables, x, train=False))
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8, 32), (3, 5, 7), (1,)])
+@pytest.mark.parametrize("keep_prob", [0.8, 0.5, 0.03])
+def test_bernoulli_mask_is_jax_bernoulli_to_the_bit(shape, keep_prob):
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3), i))(jnp.arange(4))
+    draw = jax.jit(jax.vmap(lambda k: bernoulli_mask(k, keep_prob, shape)))
+    reference = jax.jit(jax.vmap(lambda k: jax.random.bernoulli(k, keep_prob, shape)))
+    np.testing.assert_array_equal(draw(keys), reference(keys))
+    legacy = jax.random.PRNGKey(11)  # a raw uint32 key
+    np.testing.assert_array_equal(
+        bernoulli_mask(legacy, keep_prob, shape), jax.random.bernoulli(legacy, keep_prob, shape)
+    )
+    other = jax.random.key(11, impl="rbg")  # not threefry: jax's own draw
+    np.testing.assert_array_equal(
+        bernoulli_mask(other, keep_prob, shape), jax.random.bernoulli(other, keep_prob, shape)
+    )
 
 
 def test_generator_forms_agree_values_and_gradients(tiny_params):

@@ -15,11 +15,14 @@ and width must be multiples of 4 (as in the reference).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from xrayjax.models.layers import ConvTranspose2x, PaddedConv, ReflectConv, instance_norm
 
@@ -54,14 +57,65 @@ class ResnetBlock(nn.Module):
         return x + instance_norm(self.dtype)(conv(name="conv_1")(y))
 
 
+# Threefry-2x32 with 20 rounds (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy
+# as 1, 2, 3", SC 2011): the rotation constants of its two alternating groups of four rounds, and
+# the constant of the third key word.
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_THREEFRY_KEY_PARITY = 0x1BD11BDA
+
+
+def _threefry_2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array):
+    """Threefry-2x32's 20 rounds of the uint32 blocks (x0, x1) under the key (k0, k1)."""
+    keys = (k0, k1, k0 ^ k1 ^ np.uint32(_THREEFRY_KEY_PARITY))
+    x0, x1 = x0 + keys[0], x1 + keys[1]
+    for group in range(5):
+        for r in _THREEFRY_ROTATIONS[group % 2]:
+            x0 = x0 + x1
+            x1 = ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))) ^ x0
+        x0 = x0 + keys[(group + 1) % 3]
+        x1 = x1 + keys[(group + 2) % 3] + np.uint32(group + 1)
+    return x0, x1
+
+
+def bernoulli_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> jax.Array:
+    """`jax.random.bernoulli(key, keep_prob, shape)`, the same bits, faster on CPU.
+
+    For a threefry key, with jax's partitionable threefry (its default), each element's 32 bits
+    are the xor of the Threefry-2x32 block of (0, its row-major index), and the draw is True
+    where the float made of their top 23 bits, in [0, 1), is below keep_prob; both are written
+    out here. jax's own CPU lowering of Threefry runs its rounds in a loop whose body XLA
+    compiles to two fusions and two copies of the blocks: 144 masks of 32×32×128 (the 128-px
+    step's) took 272-299 ms there and 12-19 ms here (docs/performance.md). Any other key or
+    setting takes jax.random.bernoulli itself.
+    """
+    size = math.prod(shape)
+    threefry = str(jax.random.key_impl(key)) == "threefry2x32"
+    if not threefry or not jax.config.jax_threefry_partitionable or size >= 1 << 32:
+        return jax.random.bernoulli(key, keep_prob, shape)
+    k0, k1 = jax.random.key_data(key)
+    index = lax.iota(jnp.uint32, size).reshape(shape)
+    high, low = _threefry_2x32(k0, k1, jnp.zeros_like(index), index)
+    mantissa = ((high ^ low) >> np.uint32(9)) | np.uint32(0x3F800000)  # a float in [1, 2)
+    return lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0 < keep_prob
+
+
+class _DropoutDraw(nn.Module):
+    """nn.Dropout's keep mask: the key it takes (make_rng in its scope path), the same bits."""
+
+    rate: float
+
+    def __call__(self, shape: tuple[int, ...]) -> jax.Array:
+        return bernoulli_mask(self.make_rng("dropout"), 1.0 - self.rate, shape)
+
+
 class _BlockDropoutDraw(nn.Module):
-    """A ResnetBlock's dropout mask: its nn.Dropout, in the same scope path, applied to ones."""
+    """A ResnetBlock's dropout mask, drawn where its nn.Dropout draws (block_i/Dropout_0)."""
 
     rate: float
 
     @nn.compact
     def __call__(self, shape: tuple[int, ...]) -> jax.Array:
-        return nn.Dropout(self.rate, deterministic=False)(jnp.ones(shape)) != 0
+        return _DropoutDraw(self.rate, name="Dropout_0")(shape)
 
 
 class _GeneratorDropoutDraws(nn.Module):
