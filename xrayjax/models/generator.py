@@ -64,7 +64,9 @@ _THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _THREEFRY_KEY_PARITY = 0x1BD11BDA
 
 
-def _threefry_2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array):
+def _threefry_2x32(
+    k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Threefry-2x32's 20 rounds of the uint32 blocks (x0, x1) under the key (k0, k1)."""
     keys = (k0, k1, k0 ^ k1 ^ np.uint32(_THREEFRY_KEY_PARITY))
     x0, x1 = x0 + keys[0], x1 + keys[1]
@@ -84,9 +86,9 @@ def bernoulli_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> 
     are the xor of the Threefry-2x32 block of (0, its row-major index), and the draw is True
     where the float made of their top 23 bits, in [0, 1), is below keep_prob; both are written
     out here. jax's own CPU lowering of Threefry runs its rounds in a loop whose body XLA
-    compiles to two fusions and two copies of the blocks: 144 masks of 32×32×128 (the 128-px
-    step's) took 272-299 ms there and 12-19 ms here (docs/performance.md). Any other key or
-    setting takes jax.random.bernoulli itself.
+    compiles to two fusions and two copies of the blocks: the 128-px step's 144 masks of
+    32×32×128 took 272 ms there and 13 ms here with jaxlib 0.10.2, 509 and 22 ms with 0.12.1
+    (best of 12; docs/performance.md). Any other key or setting takes jax.random.bernoulli.
     """
     size = math.prod(shape)
     threefry = str(jax.random.key_impl(key)) == "threefry2x32"
