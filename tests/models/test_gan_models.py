@@ -176,6 +176,15 @@ def test_bernoulli_mask_is_jax_bernoulli_to_the_bit(shape, keep_prob):
     )
 
 
+def test_bernoulli_mask_draws_threefry_keys_without_jax_random_bits():
+    def primitives(key):
+        return str(jax.make_jaxpr(lambda k: bernoulli_mask(k, 0.8, (4, 4)))(key))
+
+    assert "random_bits" not in primitives(jax.random.key(0))  # written out
+    assert "random_bits" not in primitives(jax.random.PRNGKey(0))
+    assert "random_bits" in primitives(jax.random.key(0, impl="rbg"))  # jax's own draw
+
+
 def test_generator_forms_agree_values_and_gradients(tiny_params):
     x = _random((1, 32, 32, 1))
 
