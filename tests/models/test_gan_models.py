@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from xrayjax.build import LARGE_CPU_STEP_FORMS
 from xrayjax.models import PatchDiscriminator, ResnetGenerator
 from xrayjax.models.generator import bernoulli_mask
 from xrayjax.models.layers import (
@@ -206,8 +207,10 @@ def test_generator_forms_agree_values_and_gradients(tiny_params):
     # convs feeding an instance norm have ~0 bias gradients: compare on the gradients' scale
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grad))
     # "auto" on CPU: same_crop stem and blocks, taps head and upsampling, matmul weight grads;
-    # then a large CPU step's forms (build.LARGE_CPU_STEP_FORMS)
-    for forms in [("auto", "auto", "auto", "auto"), ("winograd", "auto", "taps", "xla")]:
+    # then a large CPU step's forms
+    fields = ("reflect_conv", "upsample", "downsample", "weight_grad")
+    large = tuple(LARGE_CPU_STEP_FORMS.get(field, "auto") for field in fields)
+    for forms in [("auto", "auto", "auto", "auto"), large]:
         value, grad = value_and_grad(forms, tiny_params)
         np.testing.assert_allclose(value, ref_value, rtol=1e-5)
         for g, r in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True):
