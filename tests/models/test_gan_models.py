@@ -23,6 +23,7 @@ from xrayjax.models.layers import (
     instance_norm,
     reflect_conv,
     reflect_pad,
+    resolve_reflect_conv_form,
     resolve_weight_grad_form,
     taps_conv,
 )
@@ -206,7 +207,7 @@ def test_generator_forms_agree_values_and_gradients(tiny_params):
     ref_value, ref_grad = value_and_grad(("valid", "transpose", "conv", "xla"), tiny_params)
     # convs feeding an instance norm have ~0 bias gradients: compare on the gradients' scale
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grad))
-    # "auto" on CPU: same_crop stem and blocks, taps head and upsampling, matmul weight grads;
+    # "auto" on CPU: valid stem and blocks, taps head and upsampling, XLA's weight gradients;
     # then a large CPU step's forms
     fields = ("reflect_conv", "upsample", "downsample", "weight_grad")
     large = tuple(LARGE_CPU_STEP_FORMS.get(field, "auto") for field in fields)
@@ -527,24 +528,21 @@ def test_matmul_weight_grad_equals_autodiff(kernel_size, stride, padding, cin, c
 
 
 @pytest.mark.parametrize(
-    "out_pixels, cin, cout, expected",
+    "features, expected",
     [
-        (64 * 64, 8, 8, "matmul"),  # large maps, whatever the width
-        (2 * 2, 64, 1, "matmul"),  # a conv to one channel
-        (32 * 32, 128, 128, "matmul"),  # the 32-feature residual blocks at 128 px
-        (32 * 32, 128, 4 * 64, "matmul"),  # their first subpixel conv
-        (32 * 32, 16, 32, "xla"),  # the demo's second conv (64 px, 16 features)
-        (32 * 32, 64, 64, "xla"),  # the study preset's residual blocks (128 px, 16 features)
-        (32 * 32, 64, 4 * 32, "xla"),  # and its first subpixel conv
-        (16 * 16, 128, 128, "xla"),  # wide, but on small maps
+        (1, "taps"),  # the generator's last conv
+        (4, "taps"),
+        (8, "valid"),  # the demo's stem
+        (128, "valid"),  # the 32-feature residual blocks at 128 px
     ],
 )
-def test_auto_weight_gradient_form(out_pixels, cin, cout, expected):
-    on_cpu = jax.default_backend() == "cpu"  # elsewhere "auto" is XLA's own everywhere
-    assert resolve_weight_grad_form("auto", out_pixels, cout, cin) == (
-        expected if on_cpu else "xla"
-    )
-    assert resolve_weight_grad_form("xla", out_pixels, cout, cin) == "xla"
+def test_auto_reflect_conv_and_weight_gradient_forms(features, expected):
+    on_cpu = jax.default_backend() == "cpu"  # elsewhere "auto" is the plain form everywhere
+    assert resolve_reflect_conv_form("auto", features) == (expected if on_cpu else "valid")
+    assert resolve_reflect_conv_form("same_crop", features) == "same_crop"
+    # XLA's own weight gradient on every backend; the matmul form only where asked for
+    assert resolve_weight_grad_form("auto") == "xla"
+    assert resolve_weight_grad_form("matmul") == "matmul"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ compiled with XLA's own, takes "winograd" and XLA's weight gradient
 Reflection-padded stride-1 conv (`ReflectConv`, `form`):
   "valid"      reflect pad, 'VALID' conv: the plain form.
   "same_crop"  reflect pad, 'SAME' conv, crop the border. Bit-identical: only the cropped border
-               sees SAME's extra zeros. XLA CPU runs 'VALID' convs 2-5x slower than 'SAME' ones.
+               sees SAME's extra zeros. Older jaxlibs ran 'VALID' convs 2-5x slower than 'SAME'
+               ones on CPU; under YNNPACK's convolutions (jaxlib 0.10, 0.12) whole steps run
+               faster with "valid", which "auto" takes.
   "taps"       one matmul Cin -> kh·kw·Cout, then a sum of kh·kw shifted slices. For convs to a
                handful of channels (the generator's last 7×7 conv to 1 channel), which XLA CPU
                runs several times slower than it should, above all their weight gradient.
@@ -43,9 +45,11 @@ PyTorch ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1) (`ConvT
                backend: "taps" was measured only with XLA's own CPU convolutions (large steps).
 Weight gradient of every conv (`weight_grad`):
   "xla"        autodiff: XLA computes it as a convolution with the output gradient as the
-               kernel, which XLA CPU runs 2-3x slower than the forward conv.
+               kernel ("auto" on every backend).
   "matmul"     a custom VJP: the input gradient stays XLA's, the weight gradient is kh·kw
-               matmuls (input pixels under each kernel tap)ᵀ · (output gradient).
+               matmuls (input pixels under each kernel tap)ᵀ · (output gradient). Faster than
+               XLA's in layer timings at batch 1 under older jaxlibs, slower in the whole steps
+               measured since (docs/performance.md, "Plain convs").
 The non-plain forms differ from the plain ones only in float rounding: ~1e-7 relative, Winograd's
 ~1e-6.
 Timings: `python -m xrayjax.tools.profile_layers`.
@@ -87,20 +91,15 @@ PLAIN_FORMS = {
 }
 # "auto" on CPU uses "taps" for convs to at most this many channels (measured, 2-core CPU, 256²:
 # the 7×7 conv 64 -> 1 takes 161 ms fwd+bwd as taps, 534 ms as 'VALID', 748 ms as 'SAME'+crop;
-# for 64 output channels the taps tensor would be 49x the output).
+# for 64 output channels the taps tensor would be 49x the output), "valid" for the others, and
+# XLA's weight gradients. Until 2026-12-06 (night) it took "same_crop", and the matmul weight
+# gradient for large maps, wide convs and convs to a few channels (chosen from layer timings at
+# batch 1 under older jaxlibs). Whole small CPU steps, steps alternating, took 0.74-0.91 of their
+# time in those forms (the 64-px CycleGAN step, 16 features, batch 1: 0.0488 against 0.0643 s;
+# 8 features, batch 4: 0.0681 against 0.0857 s; the 128-px one, 16 features: 0.186 against
+# 0.203 s), and the 64-px step compiled in 12.0-12.6 against 15.4-15.8 s under the test suite's
+# XLA options (docs/performance.md, "Plain convs").
 TAPS_MAX_FEATURES = 4
-# "auto" on CPU takes the matmul weight gradient for convs with at least this many output pixels
-# per image, or at most TAPS_MAX_FEATURES output channels. Measured fwd+bwd at 256² input: the
-# 64×64×256 residual convs 120 ms (vs 200), the subpixel convs 2x faster, the discriminator's conv
-# to 1 channel 10 ms (vs 27); on the 32×32 maps of those batch-1 runs neither form won, and XLA's
-# own compiles faster.
-MATMUL_GRAD_MIN_PIXELS = 64 * 64
-# ... and for wide convs (Cin·Cout at least the second figure) from 32×32 output maps. Measured
-# fwd+bwd at 128², batch 4, 32 features: the residual conv 128 -> 128 39.3 -> 25.8 ms, the
-# subpixel conv 128 -> 4·64 41.1 -> 18.8 ms (before "taps" became auto's upsampling); the whole
-# 128-px CycleGAN step (batch 4) 4.59 -> 3.91 s, the best of 6 alternating steps. The demo's and
-# the study preset's narrower convs on such maps keep XLA's (docs/performance.md).
-MATMUL_GRAD_WIDE_MIN_PIXELS, MATMUL_GRAD_WIDE_MIN_WEIGHTS = 32 * 32, 128 * 128
 # The matmul weight gradient gathers all taps into one matrix (im2col) when kh·kw·Cin is at most
 # this, and runs one matmul per tap above it.
 IM2COL_MAX_DEPTH = 256
@@ -115,7 +114,8 @@ def _resolve(form: str, forms: tuple[str, ...], on_cpu: str, elsewhere: str) -> 
 
 
 def resolve_reflect_conv_form(form: str, features: int) -> str:
-    fast = "taps" if features <= TAPS_MAX_FEATURES else "same_crop"
+    """A reflect conv's form; "auto" is "taps" to at most TAPS_MAX_FEATURES channels on CPU."""
+    fast = "taps" if features <= TAPS_MAX_FEATURES else "valid"
     return _resolve(form, REFLECT_CONV_FORMS, fast, "valid")
 
 
@@ -128,14 +128,9 @@ def resolve_downsample_form(form: str) -> str:
     return _resolve(form, DOWNSAMPLE_FORMS, "conv", "conv")
 
 
-def resolve_weight_grad_form(form: str, out_pixels: int, features: int, in_features: int) -> str:
-    """The weight gradient form of a conv with `out_pixels` output pixels per image."""
-    wide = (
-        out_pixels >= MATMUL_GRAD_WIDE_MIN_PIXELS
-        and in_features * features >= MATMUL_GRAD_WIDE_MIN_WEIGHTS
-    )
-    big = out_pixels >= MATMUL_GRAD_MIN_PIXELS or features <= TAPS_MAX_FEATURES or wide
-    return _resolve(form, WEIGHT_GRAD_FORMS, "matmul" if big else "xla", "xla")
+def resolve_weight_grad_form(form: str) -> str:
+    """A conv's weight gradient form; "auto" is XLA's own on every backend (see above)."""
+    return _resolve(form, WEIGHT_GRAD_FORMS, "xla", "xla")
 
 
 def instance_norm(dtype: Any = jnp.float32, name: str | None = None) -> nn.InstanceNorm:
@@ -268,12 +263,7 @@ def conv2d(
 ) -> jax.Array:
     """NHWC × HWIO cross-correlation with zero padding ((lo, hi), (lo, hi)), no bias."""
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    kh, kw, in_features, features = kernel.shape
-    (top, bottom), (left, right) = padding
-    out_pixels = ((x.shape[1] + top + bottom - kh) // stride + 1) * (
-        (x.shape[2] + left + right - kw) // stride + 1
-    )
-    if resolve_weight_grad_form(weight_grad, out_pixels, features, in_features) == "matmul":
+    if resolve_weight_grad_form(weight_grad) == "matmul":
         return _conv_matmul_weight_grad(x, kernel, stride, padding)
     return _lax_conv(x, kernel, stride, padding)
 

@@ -85,9 +85,9 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
     """
     cases = []
 
-    def add(name, shape, out_pixels, cout, forms, make):
+    def add(name, shape, forms, make):
         """forms: (form, weight_grad or None where it does not apply, form is auto's pick)."""
-        auto_weight_grad = resolve_weight_grad_form("auto", out_pixels, cout, shape[-1])
+        auto_weight_grad = resolve_weight_grad_form("auto")
         for form, weight_grad, auto in forms:
             label = form if weight_grad is None else f"{form}/{_SHORT[weight_grad]}"
             auto = auto and weight_grad in (None, auto_weight_grad)
@@ -98,12 +98,9 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
         auto = resolve_reflect_conv_form("auto", cout)
         forms = [(fm, None if fm == "taps" else wg, fm == auto) for fm, wg in forms]
         make = functools.partial(ReflectConv, cout, kernel)
-        add(
-            f"{name} {kernel}x{kernel} {cin}->{cout}", (res, res, cin), res * res, cout, forms, make
-        )
+        add(f"{name} {kernel}x{kernel} {cin}->{cout}", (res, res, cin), forms, make)
 
     def padded(name, cin, cout, kernel, stride, res, taps=False):
-        out = (res + 2 - kernel) // stride + 1
         auto = resolve_downsample_form("auto") if taps else "conv"
         forms = [("conv", wg, auto == "conv") for wg in ("xla", "matmul")]
         forms += [("taps", None, auto == "taps")] if taps else []  # its weight gradient: matmul
@@ -112,9 +109,9 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
             return PaddedConv(cout, kernel, stride, 1, weight_grad, form=form)
 
         name = f"{name} {kernel}x{kernel}/{stride} {cin}->{cout}"
-        add(name, (res, res, cin), out * out, cout, forms, make)
+        add(name, (res, res, cin), forms, make)
 
-    both = [("valid", "xla"), ("same_crop", "xla"), ("same_crop", "matmul")]
+    both = [("valid", "xla"), ("valid", "matmul"), ("same_crop", "xla"), ("same_crop", "matmul")]
     reflect("G stem", 1, f, 7, size, both)
     padded("G down", f, 2 * f, 3, 2, size, taps=True)
     padded("G down", 2 * f, 4 * f, 3, 2, size // 2, taps=True)
@@ -125,8 +122,7 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
         forms += [("subpixel", wg, auto == "subpixel") for wg in ("xla", "matmul")]
         forms += [("taps", None, auto == "taps")]
         make = functools.partial(ConvTranspose2x, cin // 2)
-        # the subpixel conv's output is res × res × 4·Cout before depth-to-space
-        add(f"G up 3x3/2T {cin}->{cin // 2}", (res, res, cin), res * res, 2 * cin, forms, make)
+        add(f"G up 3x3/2T {cin}->{cin // 2}", (res, res, cin), forms, make)
     reflect("G head", f, 1, 7, size, [*both, ("taps", None)])
     padded("D conv", 1, f, 4, 2, size)
     padded("D conv", f, 2 * f, 4, 2, size // 2)
