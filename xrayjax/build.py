@@ -76,6 +76,9 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 # weight gradient): alone, the full-size stride-2 convs' forward and backward 121 → 66 and
 # 52 → 40 ms, the 128-px ones' 23 → 17 and 15 → 13 ms (best of 10-16; docs/performance.md,
 # "Sums of taps").
+# Since 2026-12-06 (night) "auto" itself takes XLA's weight gradient and, for the convs that
+# Winograd's form leaves to "valid", that form (layers.py): a large step's forms differ from a
+# small one's in the residual convs, the layout of the last conv's taps and the stride-2 convs.
 LARGE_CPU_STEP_FORMS = {"reflect_conv": "winograd", "downsample": "taps", "weight_grad": "xla"}
 
 

@@ -141,8 +141,8 @@ class ResnetGenerator(nn.Module):
       num_blocks: residual blocks at 4·features channels.
       dropout_rate: dropout inside each residual block (0.2 in the thesis; the reference has 0.5
         or none). Active only with train=True; draws from the 'dropout' rng collection.
-      reflect_conv: form of the reflection-padded convs ("auto", "valid", "same_crop", "taps";
-        see layers.py). All forms give the same results and share parameters.
+      reflect_conv: form of the reflection-padded convs ("auto", "valid", "same_crop", "taps",
+        "winograd"; see layers.py). All forms give the same results and share parameters.
       upsample: form of the transposed convs ("auto", "transpose", "subpixel", "taps").
       downsample: form of the stride-2 convs ("auto", "conv", "taps").
       weight_grad: how every conv's weight gradient is computed ("auto", "xla", "matmul").
