@@ -12,9 +12,9 @@ compiled with XLA's own, takes "winograd" and XLA's weight gradient
 Reflection-padded stride-1 conv (`ReflectConv`, `form`):
   "valid"      reflect pad, 'VALID' conv: the plain form.
   "same_crop"  reflect pad, 'SAME' conv, crop the border. Bit-identical: only the cropped border
-               sees SAME's extra zeros. Older jaxlibs ran 'VALID' convs 2-5x slower than 'SAME'
-               ones on CPU; under YNNPACK's convolutions (jaxlib 0.10, 0.12) whole steps run
-               faster with "valid", which "auto" takes.
+               sees SAME's extra zeros. XLA CPU ran 'VALID' convs 2-5x slower than 'SAME' ones
+               when this form was chosen; the whole small steps measured since run faster
+               with "valid", which "auto" now takes.
   "taps"       one matmul Cin -> kh·kw·Cout, then a sum of kh·kw shifted slices. For convs to a
                handful of channels (the generator's last 7×7 conv to 1 channel), which XLA CPU
                runs several times slower than it should, above all their weight gradient.
@@ -48,7 +48,7 @@ Weight gradient of every conv (`weight_grad`):
                kernel ("auto" on every backend).
   "matmul"     a custom VJP: the input gradient stays XLA's, the weight gradient is kh·kw
                matmuls (input pixels under each kernel tap)ᵀ · (output gradient). Faster than
-               XLA's in layer timings at batch 1 under older jaxlibs, slower in the whole steps
+               XLA's in the single-layer timings it was chosen from, slower in the whole steps
                measured since (docs/performance.md, "Plain convs").
 The non-plain forms differ from the plain ones only in float rounding: ~1e-7 relative, Winograd's
 ~1e-6.
@@ -93,8 +93,8 @@ PLAIN_FORMS = {
 # the 7×7 conv 64 -> 1 takes 161 ms fwd+bwd as taps, 534 ms as 'VALID', 748 ms as 'SAME'+crop;
 # for 64 output channels the taps tensor would be 49x the output), "valid" for the others, and
 # XLA's weight gradients. Until 2026-12-06 (night) it took "same_crop", and the matmul weight
-# gradient for large maps, wide convs and convs to a few channels (chosen from layer timings at
-# batch 1 under older jaxlibs). Whole small CPU steps, steps alternating, took 0.74-0.91 of their
+# gradient for large maps, wide convs and convs to a few channels (chosen from single-layer
+# timings). Whole small CPU steps, steps alternating, took 0.74-0.91 of their
 # time in those forms (the 64-px CycleGAN step, 16 features, batch 1: 0.0488 against 0.0643 s;
 # 8 features, batch 4: 0.0681 against 0.0857 s; the 128-px one, 16 features: 0.186 against
 # 0.203 s), and the 64-px step compiled in 12.0-12.6 against 15.4-15.8 s under the test suite's
