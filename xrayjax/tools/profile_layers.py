@@ -84,10 +84,10 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
     A form reads "<form>/<weight gradient>", e.g. "same_crop/mm" (mm: matmul, xla: autodiff).
     """
     cases = []
+    auto_weight_grad = resolve_weight_grad_form("auto")  # the same for every conv
 
     def add(name, shape, forms, make):
         """forms: (form, weight_grad or None where it does not apply, form is auto's pick)."""
-        auto_weight_grad = resolve_weight_grad_form("auto")
         for form, weight_grad, auto in forms:
             label = form if weight_grad is None else f"{form}/{_SHORT[weight_grad]}"
             auto = auto and weight_grad in (None, auto_weight_grad)
