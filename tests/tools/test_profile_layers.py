@@ -14,7 +14,14 @@ def test_rows_follow_the_features_and_batch_asked_for(capsys):
     rows = [line.split() for line in out.splitlines() if "G block" in line]
     # 4 features: the residual blocks run at 4·4 channels on 16 / 4 = 4 px maps
     assert rows and all(row[:5] == ["16", "G", "block", "3x3", "16->16"] for row in rows)
-    forms = {"valid/xla", "valid/mm", "same_crop/xla", "same_crop/mm"}
+    forms = {
+        "valid/xla",
+        "valid/mm",
+        "same_crop/xla",
+        "same_crop/mm",
+        "winograd/xla",
+        "winograd/wino",
+    }
     assert {row[5] for row in rows} == forms
     # "auto" (the star) on CPU: the plain conv with XLA's weight gradient
     assert [row[5] for row in rows if "*" in row] == ["valid/xla"]

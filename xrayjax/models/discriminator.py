@@ -30,7 +30,8 @@ class PatchDiscriminator(nn.Module):
       use_norm: instance norm on all but the first and last conv (False only for tests and
         ablations, e.g. to read the receptive field off a gradient).
       weight_grad: how the convs' weight gradients are computed ("auto", "xla", "matmul"; see
-        layers.py). All give the same results.
+        layers.py; "winograd" is XLA's here, no conv of the discriminator takes that form). All
+        give the same results.
       dtype: compute dtype; parameters are always float32.
     """
 

@@ -145,7 +145,8 @@ class ResnetGenerator(nn.Module):
         "winograd"; see layers.py). All forms give the same results and share parameters.
       upsample: form of the transposed convs ("auto", "transpose", "subpixel", "taps").
       downsample: form of the stride-2 convs ("auto", "conv", "taps").
-      weight_grad: how every conv's weight gradient is computed ("auto", "xla", "matmul").
+      weight_grad: how every conv's weight gradient is computed ("auto", "xla", "matmul",
+        "winograd").
       dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
     """
 

@@ -6,8 +6,8 @@ parameters are the same in every form (names, shapes, layout), so a checkpoint m
 forms and backends; "auto" picks the fast form on CPU and the plain one elsewhere (unmeasured on
 GPU/TPU, where cuDNN-style libraries handle the plain forms well). The CPU choices suit XLA's
 default convolutions (YNNPACK's, in jaxlib 0.10 and 0.12); the GAN trainer's large CPU step,
-compiled with XLA's own, takes "winograd" and XLA's weight gradient
-(`xrayjax.build.large_cpu_step_engine`).
+compiled with XLA's own, takes "winograd" and XLA's weight gradient, Winograd's in the largest
+steps (`xrayjax.build.large_cpu_step_engine`).
 
 Reflection-padded stride-1 conv (`ReflectConv`, `form`):
   "valid"      reflect pad, 'VALID' conv: the plain form.
@@ -50,6 +50,10 @@ Weight gradient of every conv (`weight_grad`):
                matmuls (input pixels under each kernel tap)ᵀ · (output gradient). Faster than
                XLA's in the single-layer timings it was chosen from, slower in the whole steps
                measured since (docs/performance.md, "Plain convs").
+  "winograd"   convs in Winograd's form (above) compute their weight gradient in it too: the
+               tiles' transforms ᵀ · the output gradient's, summed over tiles, 16 matmuls of
+               (Cin, tiles)·(tiles, Cout) with 4/9 of the plain form's multiplications; every
+               other conv takes XLA's. The largest CPU steps' form (`xrayjax.build`).
 The non-plain forms differ from the plain ones only in float rounding: ~1e-7 relative, Winograd's
 ~1e-6.
 Timings: `python -m xrayjax.tools.profile_layers`.
@@ -75,7 +79,7 @@ normal_init = nn.initializers.normal(stddev=0.02)
 REFLECT_CONV_FORMS = ("auto", "valid", "same_crop", "taps", "winograd")
 UPSAMPLE_FORMS = ("auto", "transpose", "subpixel", "taps")
 DOWNSAMPLE_FORMS = ("auto", "conv", "taps")
-WEIGHT_GRAD_FORMS = ("auto", "xla", "matmul")
+WEIGHT_GRAD_FORMS = ("auto", "xla", "matmul", "winograd")
 # The generator's form fields with their choices, and the plain form of each (see above).
 FORMS = {
     "upsample": UPSAMPLE_FORMS,
@@ -381,22 +385,56 @@ def _combination(weights: np.ndarray, terms: list[jax.Array]) -> jax.Array:
     return total
 
 
-def _winograd_kernel(kernel: jax.Array) -> list[list[jax.Array]]:
-    """G g Gᵀ of a (3, 3, Cin, Cout) kernel: 16 (Cin, Cout) matrices, u[p][q], in float32."""
+def _winograd_kernel(kernel: jax.Array, rows_first: bool = True) -> list[list[jax.Array]]:
+    """G g Gᵀ of a (3, 3, Cin, Cout) kernel: 16 (Cin, Cout) matrices, u[p][q], in float32.
+
+    `rows_first=False` sums over the kernel's columns first: the same sums in another order.
+    """
     # As sums of the kernel's taps, each matrix its own fusion: an einsum over the stacked taps
     # compiled to thin matmuls (Cin·Cout, 3)·(3, 4) and 16 slices of their result, 3-5 times the
     # time (the same values to the bit: G's weights are 0, ±1/2 and 1).
     kernel = kernel.astype(jnp.float32)
-    rows = [
-        [_combination(_F23_G[p], [kernel[a, b] for a in range(3)]) for b in range(3)]
+    if rows_first:
+        rows = [
+            [_combination(_F23_G[p], [kernel[a, b] for a in range(3)]) for b in range(3)]
+            for p in range(4)
+        ]
+        return [[_combination(_F23_G[q], rows[p]) for q in range(4)] for p in range(4)]
+    cols = [
+        [_combination(_F23_G[q], [kernel[a, b] for b in range(3)]) for q in range(4)]
+        for a in range(3)
+    ]
+    return [
+        [_combination(_F23_G[p], [cols[a][q] for a in range(3)]) for q in range(4)]
         for p in range(4)
     ]
-    return [[_combination(_F23_G[q], rows[p]) for q in range(4)] for p in range(4)]
 
 
 # G with its columns reversed is G with rows 0 and 3 swapped, so the kernel turned by 180° with
 # its channels swapped (the input gradient's) transforms to u[_F23_TURN[p]][_F23_TURN[q]]ᵀ.
 _F23_TURN = (3, 1, 2, 0)
+
+
+def _winograd_tiles(padded: jax.Array, rows_first: bool = True) -> list[list[jax.Array]]:
+    """Bᵀ d B of the 4×4 tiles at stride 2 of (N, H + 2, W + 2, Cin): v[p][q], (N, H/2, W/2, Cin).
+
+    `rows_first=False` sums over the tile's columns first: the same sums in another order.
+    """
+    height, width = padded.shape[1] - 2, padded.shape[2] - 2
+    padded = padded.astype(jnp.float32)
+    # d[a][b]: row a, column b of every tile.
+    d = [[padded[:, a : a + height : 2, b : b + width : 2] for b in range(4)] for a in range(4)]
+    if rows_first:
+        rows = [
+            [_combination(_F23_BT[p], [d[a][b] for a in range(4)]) for b in range(4)]
+            for p in range(4)
+        ]
+        return [[_combination(_F23_BT[q], rows[p]) for q in range(4)] for p in range(4)]
+    cols = [[_combination(_F23_BT[q], d[a]) for q in range(4)] for a in range(4)]
+    return [
+        [_combination(_F23_BT[p], [cols[a][q] for a in range(4)]) for q in range(4)]
+        for p in range(4)
+    ]
 
 
 def _winograd_3x3(padded: jax.Array, u: list[list[jax.Array]], turned: bool = False) -> jax.Array:
@@ -407,13 +445,7 @@ def _winograd_3x3(padded: jax.Array, u: list[list[jax.Array]], turned: bool = Fa
     """
     n, height, width, cin = padded.shape
     height, width = height - 2, width - 2
-    padded = padded.astype(jnp.float32)
-    # d[a][b]: row a, column b of every 4×4 tile (tiles at stride 2), (N, H/2, W/2, Cin).
-    d = [[padded[:, a : a + height : 2, b : b + width : 2] for b in range(4)] for a in range(4)]
-    rows = [
-        [_combination(_F23_BT[p], [d[a][b] for a in range(4)]) for b in range(4)] for p in range(4)
-    ]
-    v = [[_combination(_F23_BT[q], rows[p]) for q in range(4)] for p in range(4)]
+    v = _winograd_tiles(padded)
 
     def product(p: int, q: int) -> jax.Array:
         tiles = v[p][q].reshape(-1, cin)
@@ -434,6 +466,43 @@ def _winograd_3x3(padded: jax.Array, u: list[list[jax.Array]], turned: bool = Fa
     return out.reshape(n, height, width, -1)
 
 
+def _winograd_weight_grad(padded: jax.Array, dy: jax.Array) -> jax.Array:
+    """The (3, 3, Cin, Cout) kernel's gradient of `_winograd_3x3` for output gradient dy, float32.
+
+    The forward pass's chain backwards: dM = A dY Aᵀ per 2×2 output block, dU = Vᵀ dM summed
+    over tiles (16 matmuls of (Cin, tiles)·(tiles, Cout), 4/9 of the plain form's
+    multiplications), dg = Gᵀ dU G.
+    """
+    cin, cout = padded.shape[-1], dy.shape[-1]
+    dy = dy.astype(jnp.float32)
+    e = [[dy[:, i::2, j::2] for j in range(2)] for i in range(2)]  # e[i][j]: (N, H/2, W/2, Cout)
+    cols = [
+        [_combination(_F23_AT[:, p], [e[i][j] for i in range(2)]) for j in range(2)]
+        for p in range(4)
+    ]
+    dm = [[_combination(_F23_AT[:, q], cols[p]) for q in range(4)] for p in range(4)]
+    # The tiles are recomputed rather than kept from the forward pass (4× the input, alive
+    # until the backward pass), and summed in the other order: computed as in the forward pass,
+    # XLA merged the two computations and kept them (temporaries of 8 residual convs in a chain
+    # 201 against 119 MiB with XLA's weight gradient; an optimization_barrier did not stop it).
+    v = _winograd_tiles(padded, rows_first=False)
+    du = [
+        [
+            lax.dot_general(
+                v[p][q].reshape(-1, cin), dm[p][q].reshape(-1, cout), (((0,), (0,)), ((), ()))
+            )
+            for q in range(4)
+        ]
+        for p in range(4)
+    ]
+    rows = [
+        [_combination(_F23_G[:, a], [du[p][q] for p in range(4)]) for q in range(4)]
+        for a in range(3)
+    ]
+    dg = [[_combination(_F23_G[:, b], rows[a]) for b in range(3)] for a in range(3)]
+    return jnp.stack([jnp.stack(row) for row in dg])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _winograd_conv(padded: jax.Array, kernel: jax.Array, weight_grad: str) -> jax.Array:
     return _winograd_3x3(padded, _winograd_kernel(kernel)).astype(padded.dtype)
@@ -448,11 +517,16 @@ def _winograd_conv_bwd(weight_grad, residuals, dy):
     # The input gradient is the full correlation of dy with the kernel turned by 180°, its
     # channels swapped: a 'VALID' 3×3 conv of dy zero-padded by 2, in the same form. The
     # transformed kernel is recomputed rather than kept from the forward pass (16·Cin·Cout floats
-    # per conv alive until the backward pass, for a sum of a few taps).
-    u = _winograd_kernel(kernel)
+    # per conv alive until the backward pass, for a sum of a few taps), its sums in the other
+    # order: in the same order XLA merged the two and kept it all the same (the full-size
+    # generator's gradient: temporaries 384 against 331 MiB).
+    u = _winograd_kernel(kernel, rows_first=False)
     dy_padded = jnp.pad(dy, ((0, 0), (2, 2), (2, 2), (0, 0)))
     dx = _winograd_3x3(dy_padded, u, turned=True).astype(padded.dtype)
-    (dk,) = jax.vjp(lambda k: conv2d(padded, k, weight_grad=weight_grad), kernel)[1](dy)
+    if weight_grad == "winograd":
+        dk = _winograd_weight_grad(padded, dy)
+    else:
+        (dk,) = jax.vjp(lambda k: conv2d(padded, k, weight_grad=weight_grad), kernel)[1](dy)
     return dx, dk.astype(kernel.dtype)
 
 

@@ -75,13 +75,14 @@ def _time_group(modules: list[tuple[nn.Module, dict]], x: jax.Array, repeats: in
     return best
 
 
-_SHORT = {"xla": "xla", "matmul": "mm"}
+_SHORT = {"xla": "xla", "matmul": "mm", "winograd": "wino"}
 
 
 def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable, tuple]]:
     """(layer, form, picked by "auto", module factory, input shape without batch) per layer form.
 
-    A form reads "<form>/<weight gradient>", e.g. "same_crop/mm" (mm: matmul, xla: autodiff).
+    A form reads "<form>/<weight gradient>", e.g. "same_crop/mm" (mm: matmul, xla: autodiff,
+    wino: Winograd's).
     """
     cases = []
     auto_weight_grad = resolve_weight_grad_form("auto")  # the same for every conv
@@ -115,7 +116,8 @@ def _layer_cases(size: int, f: int = 64) -> list[tuple[str, str, bool, Callable,
     reflect("G stem", 1, f, 7, size, both)
     padded("G down", f, 2 * f, 3, 2, size, taps=True)
     padded("G down", 2 * f, 4 * f, 3, 2, size // 2, taps=True)
-    reflect("G block", 4 * f, 4 * f, 3, size // 4, both)
+    winograd = [("winograd", "xla"), ("winograd", "winograd")]  # the large CPU steps' forms
+    reflect("G block", 4 * f, 4 * f, 3, size // 4, [*both, *winograd])
     for cin, res in ((4 * f, size // 4), (2 * f, size // 2)):
         auto = resolve_upsample_form("auto")
         forms = [("transpose", None, auto == "transpose")]
