@@ -85,12 +85,19 @@ def _slower_step(state, batch):
 def test_a_large_step_is_lowered_in_the_forms_given_for_large_steps(monkeypatch):
     mesh, state, batch, lowered = _lowered_conv_net(seed=2, layers=1, channels=8, size=8)
     traffic = lowered.cost_analysis()["bytes accessed"]
-    results = {}
+    results, asked = {}, []
+
+    def large_step_fn(traffic_per_device):  # the forms may depend on the step's traffic
+        asked.append(traffic_per_device)
+        return _slower_step
+
     for name, threshold in (("small", traffic + 1), ("large", traffic - 1)):
         monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", threshold)
-        program, large = parallel.lower_step(_conv_net_step, mesh, state, batch, _slower_step)
+        program, large = parallel.lower_step(_conv_net_step, mesh, state, batch, large_step_fn)
         assert large == (name == "large")
-        compiled = parallel.compile_step(_conv_net_step, mesh, state, batch, _slower_step)
+        assert asked == ([traffic / mesh.devices.size] if large else [])
+        compiled = parallel.compile_step(_conv_net_step, mesh, state, batch, large_step_fn)
+        asked.clear()
         assert compiled.as_text() == parallel.compile_lowered(program, large).as_text()
         results[name] = compiled(jax.tree.map(jnp.copy, state), batch)[0]["kernels"][0]
     plain = parallel.jit_step(_conv_net_step, mesh, state)(jax.tree.map(jnp.copy, state), batch)

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -81,24 +82,42 @@ def layer_forms(config: ml_collections.ConfigDict) -> dict[str, str]:
 # small one's in the residual convs, the layout of the last conv's taps and the stride-2 convs.
 LARGE_CPU_STEP_FORMS = {"reflect_conv": "winograd", "downsample": "taps", "weight_grad": "xla"}
 
+# Winograd's weight gradient (layers.py) took the residual convs' weight gradient from 26 to 18
+# ms alone (1×64×64×256) and the full-size step from 0.73 to 0.67 of PyTorch's time, the 128-px
+# step with 32 features and batch 4 from 0.81 to 0.71; but its ~30 more compiled kernels per
+# conv stay resident with the program, and the 128-px process's peak rose from 1,689 to
+# 2,085 MiB (PyTorch's 1,567), the full-size one's only from 3,310 to 3,283 (docs/performance.md,
+# "Winograd's weight gradient"). So steps whose memory traffic per device is above this
+# threshold take it: the full-size step's is 162 GB, the 128-px one's 47 GB.
+WINOGRAD_WEIGHT_GRAD_MIN_BYTES_ACCESSED = 100e9
 
-def large_cpu_step_engine(engine: GanEngine) -> GanEngine:
-    """The engine for a large CPU step: its "auto" forms take `LARGE_CPU_STEP_FORMS`.
 
-    Forms change no parameter, so states and checkpoints are shared with the engine given;
-    results differ by float rounding.
+def large_cpu_step_engine(engine: GanEngine, traffic: float = 0.0) -> GanEngine:
+    """The engine for a large CPU step with `traffic` bytes of memory traffic per device.
+
+    Its "auto" forms take `LARGE_CPU_STEP_FORMS`, and its weight gradient Winograd's where the
+    traffic is above `WINOGRAD_WEIGHT_GRAD_MIN_BYTES_ACCESSED`. Forms change no parameter, so
+    states and checkpoints are shared with the engine given; results differ by float rounding.
     """
+    large_forms = dict(LARGE_CPU_STEP_FORMS)
+    if traffic > WINOGRAD_WEIGHT_GRAD_MIN_BYTES_ACCESSED:
+        large_forms["weight_grad"] = "winograd"
 
     def resolved(module):
         forms = {
             field: form
-            for field, form in LARGE_CPU_STEP_FORMS.items()
+            for field, form in large_forms.items()
             if getattr(module, field, None) == "auto"
         }
         return module.clone(**forms) if forms else module
 
     generator, discriminator = resolved(engine.generator), resolved(engine.discriminator)
     return dataclasses.replace(engine, generator=generator, discriminator=discriminator)
+
+
+def large_cpu_train_step(engine: GanEngine) -> Callable[[float], Callable]:
+    """For `parallel.lower_step`: a large CPU step's traffic per device → its train step."""
+    return lambda traffic: large_cpu_step_engine(engine, traffic).train_step
 
 
 def gan_engine(config, steps_per_epoch: int, total_steps: int) -> GanEngine:

@@ -152,18 +152,26 @@ def _jit_step(step_fn, mesh: Mesh, treedef):
 
 
 def lower_step(
-    step_fn: Callable, mesh: Mesh, state, example_batch, large_step_fn: Callable | None = None
+    step_fn: Callable,
+    mesh: Mesh,
+    state,
+    example_batch,
+    large_step_fn: Callable[[float], Callable] | None = None,
 ) -> tuple[jax.stages.Lowered, bool]:
     """`jit_step` lowered for the batch's shapes, and whether it is a large CPU step.
 
-    `large_step_fn`, when given, is the same step in the forms that suit a large CPU step: a
-    step judged large (on `step_fn`'s program) is lowered in it instead.
+    `large_step_fn`, when given, maps a large CPU step's memory traffic per device (bytes, as
+    XLA estimates it for `step_fn`'s program) to the same step in the forms that suit it; a
+    step judged large is lowered in those forms instead.
     """
     lowered = jit_step(step_fn, mesh, state).lower(state, example_batch)
-    large = is_large_cpu_step(lowered, mesh)
-    if large and large_step_fn not in (None, step_fn):
-        del lowered  # not alive beside the next one
-        lowered = jit_step(large_step_fn, mesh, state).lower(state, example_batch)
+    traffic = cpu_traffic_per_device(lowered, mesh)
+    large = traffic > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
+    if large and large_step_fn is not None:
+        large_fn = large_step_fn(traffic)
+        if large_fn is not step_fn:
+            del lowered  # not alive beside the next one
+            lowered = jit_step(large_fn, mesh, state).lower(state, example_batch)
     return lowered, large
 
 
@@ -175,13 +183,16 @@ def compile_lowered(lowered: jax.stages.Lowered, large: bool) -> jax.stages.Comp
     return lowered.compile(large_cpu_step_options() if large else None)
 
 
+def cpu_traffic_per_device(lowered: jax.stages.Lowered, mesh: Mesh) -> float:
+    """XLA's estimate of a lowered step's memory traffic per device in bytes; 0 off CPU."""
+    if mesh.devices.flat[0].platform != "cpu":
+        return 0.0
+    return lowered.cost_analysis()["bytes accessed"] / mesh.devices.size
+
+
 def is_large_cpu_step(lowered: jax.stages.Lowered, mesh: Mesh) -> bool:
     """Whether a lowered step runs on CPU with memory traffic above the threshold, per device."""
-    return (
-        mesh.devices.flat[0].platform == "cpu"
-        and lowered.cost_analysis()["bytes accessed"] / mesh.devices.size
-        > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
-    )
+    return cpu_traffic_per_device(lowered, mesh) > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
 
 
 def large_cpu_step_options() -> dict[str, str]:
@@ -206,7 +217,11 @@ def release_freed_memory() -> None:
 
 
 def compile_step(
-    step_fn: Callable, mesh: Mesh, state, example_batch, large_step_fn: Callable | None = None
+    step_fn: Callable,
+    mesh: Mesh,
+    state,
+    example_batch,
+    large_step_fn: Callable[[float], Callable] | None = None,
 ) -> jax.stages.Compiled:
     """`lower_step`, compiled ahead of time, then a barrier.
 

@@ -106,9 +106,16 @@ def test_a_large_cpu_step_takes_the_forms_of_xla_convolutions():
     forms = (large.generator.reflect_conv, large.generator.upsample, large.generator.downsample)
     assert forms == ("winograd", "auto", "taps")
     assert large.generator.weight_grad == large.discriminator.weight_grad == "matmul"
+    large = build.large_cpu_step_engine(engine, build.WINOGRAD_WEIGHT_GRAD_MIN_BYTES_ACCESSED + 1)
+    assert large.generator.weight_grad == "matmul"
     config.model.weight_grad = "auto"
-    large = build.large_cpu_step_engine(build.gan_engine(config, 1, 1))
+    engine = build.gan_engine(config, 1, 1)
+    large = build.large_cpu_step_engine(engine, build.WINOGRAD_WEIGHT_GRAD_MIN_BYTES_ACCESSED)
     assert large.generator.weight_grad == large.discriminator.weight_grad == "xla"
+    # Above its threshold Winograd's weight gradient, which the discriminator takes as XLA's.
+    step = build.large_cpu_train_step(engine)(build.WINOGRAD_WEIGHT_GRAD_MIN_BYTES_ACCESSED + 1)
+    large = step.__self__
+    assert large.generator.weight_grad == large.discriminator.weight_grad == "winograd"
     # Other forms, the same parameters: a state or checkpoint serves both engines.
     init = jax.eval_shape(build.gan_init(engine, config), jax.random.PRNGKey(0))
     large_init = jax.eval_shape(build.gan_init(large, config), jax.random.PRNGKey(0))

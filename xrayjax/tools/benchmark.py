@@ -98,7 +98,7 @@ def _gan_setup(config, mesh):
         name: {"image": rng.uniform(-1, 1, (config.global_batch, *shape)).astype(np.float32)}
         for name in config.domains
     }
-    return engine.train_step, state, batch, build.large_cpu_step_engine(engine).train_step
+    return engine.train_step, state, batch, build.large_cpu_train_step(engine)
 
 
 def _classifier_setup(config, mesh):

@@ -114,9 +114,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> GanS
             batch = parallel.global_batch_array(mesh, next(data_it))
             state = engine.with_learning_rates(state, step - 1)
             if step_fn is None:
-                large = build.large_cpu_step_engine(engine)  # other forms, same parameters
                 step_fn = parallel.compile_step(
-                    engine.train_step, mesh, state, batch, large_step_fn=large.train_step
+                    engine.train_step, mesh, state, batch, build.large_cpu_train_step(engine)
                 )
             state, metrics = step_fn(state, batch)
             last = step == total_steps
