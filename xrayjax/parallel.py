@@ -169,7 +169,7 @@ def lower_step(
     large = traffic > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
     if large and large_step_fn is not None:
         large_fn = large_step_fn(traffic)
-        if large_fn is not step_fn:
+        if large_fn != step_fn:
             del lowered  # not alive beside the next one
             lowered = jit_step(large_fn, mesh, state).lower(state, example_batch)
     return lowered, large
