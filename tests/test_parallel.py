@@ -58,9 +58,9 @@ def test_large_cpu_steps_compile_for_least_memory_with_identical_results(monkeyp
     default = lowered.compile(unscheduled or None)
     traffic = lowered.cost_analysis()["bytes accessed"]
     monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", traffic + 1)
-    small = parallel.compile_lowered(lowered, parallel.is_large_cpu_step(lowered, mesh))
+    small = parallel.compile_lowered(lowered, parallel.is_large_cpu_step(traffic))
     monkeypatch.setattr(parallel, "MEMORY_SCHEDULE_MIN_BYTES_ACCESSED", traffic - 1)
-    large = parallel.compile_lowered(lowered, parallel.is_large_cpu_step(lowered, mesh))
+    large = parallel.compile_lowered(lowered, parallel.is_large_cpu_step(traffic))
     assert small.memory_analysis().temp_size_in_bytes == temp  # below the threshold: unchanged
     assert (
         large.memory_analysis().temp_size_in_bytes

@@ -166,7 +166,7 @@ def lower_step(
     """
     lowered = jit_step(step_fn, mesh, state).lower(state, example_batch)
     traffic = cpu_traffic_per_device(lowered, mesh)
-    large = traffic > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
+    large = is_large_cpu_step(traffic)
     if large and large_step_fn is not None:
         large_fn = large_step_fn(traffic)
         if large_fn != step_fn:
@@ -190,9 +190,9 @@ def cpu_traffic_per_device(lowered: jax.stages.Lowered, mesh: Mesh) -> float:
     return lowered.cost_analysis()["bytes accessed"] / mesh.devices.size
 
 
-def is_large_cpu_step(lowered: jax.stages.Lowered, mesh: Mesh) -> bool:
-    """Whether a lowered step runs on CPU with memory traffic above the threshold, per device."""
-    return cpu_traffic_per_device(lowered, mesh) > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
+def is_large_cpu_step(traffic_per_device: float) -> bool:
+    """Whether a step with this `cpu_traffic_per_device` takes the large-step options."""
+    return traffic_per_device > MEMORY_SCHEDULE_MIN_BYTES_ACCESSED
 
 
 def large_cpu_step_options() -> dict[str, str]:

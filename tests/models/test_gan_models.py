@@ -407,16 +407,15 @@ def test_winograd_conv_equals_valid_conv_with_gradients(shape, cout, weight_grad
     assert np.array_equal(winograd[2], valid[2]) == (weight_grad != "winograd")
 
 
-def _chain_gradient_temporaries(shape, depth, weight_grad, form="winograd"):
-    """MiB of temporaries XLA gives the gradient of `depth` reflect convs in a chain, as a large
-    CPU step compiles it."""
+def _chain_gradient_temporaries(shape, depth, weight_grad):
+    """MiB of temporaries of the gradient of `depth` chained Winograd convs, as a large step's."""
     from xrayjax import parallel
 
     x, kernels = jnp.zeros(shape), [jnp.zeros((3, 3, shape[-1], shape[-1]))] * depth
 
     def chain(kernels, x):
         for kernel in kernels:
-            x = jnp.sin(reflect_conv(x, kernel, form, weight_grad))
+            x = jnp.sin(reflect_conv(x, kernel, "winograd", weight_grad))
         return jnp.sum(x)
 
     lowered = jax.jit(jax.grad(chain)).lower(kernels, x)
