@@ -88,7 +88,8 @@ LARGE_CPU_STEP_FORMS = {"reflect_conv": "winograd", "downsample": "taps", "weigh
 # conv stay resident with the program, and the 128-px process's peak rose from 1,689 to
 # 2,085 MiB (PyTorch's 1,567), the full-size one's only from 3,310 to 3,283 (docs/performance.md,
 # "Winograd's weight gradient"). So steps whose memory traffic per device is above this
-# threshold take it: the full-size step's is 162 GB, the 128-px one's 47 GB.
+# threshold take it: the full-size step's is 174 GB, the 128-px one's 64 GB (67 GB with the
+# config's 64-feature discriminator).
 WINOGRAD_WEIGHT_GRAD_MIN_BYTES_ACCESSED = 100e9
 
 
